@@ -6,6 +6,6 @@ slicer at module level, so the package runs under plain Python and PythonSlicer 
 """
 
 from .errors import InputError
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["InputError", "__version__"]

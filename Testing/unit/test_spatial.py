@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from geometry_helpers import FLIPPED, ROTATED, rotation
 
 from LungDeepRegLib.spatial import (
     Grid,
@@ -19,18 +20,6 @@ from LungDeepRegLib.spatial import (
     sample_points,
     warp,
 )
-
-
-def rotation(axis: int, degrees: float) -> np.ndarray:
-    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
-    i, j = [k for k in range(3) if k != axis]
-    matrix = np.eye(3)
-    matrix[i, i], matrix[i, j], matrix[j, i], matrix[j, j] = c, -s, s, c
-    return matrix
-
-
-ROTATED = rotation(2, 17.0) @ rotation(0, -9.0)
-FLIPPED = np.diag([-1.0, 1.0, -1.0]) @ rotation(1, 12.0)
 
 
 def smooth_field(grid: Grid, amplitude: float = 6.0, dtype=torch.float64) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Reading and writing: images, landmarks, displacement fields; all writes atomic."""

@@ -1,0 +1,39 @@
+"""Registration losses (Hering et al., MedIA 2021): stateless functions and module wrappers.
+
+Units: displacements in LPS mm, image gradients per mm, every loss a mean over its domain.
+"""
+
+from .functional import (
+    curvature_regularizer,
+    endpoint_error,
+    keypoint_loss,
+    local_ncc,
+    mask_alignment,
+    mse,
+    ngf_distance,
+    ngf_edge_parameter,
+    one_hot,
+    volume_change_control,
+    volume_change_penalty,
+)
+from .modules import (
+    CurvatureLoss,
+    EndpointErrorLoss,
+    KeypointLoss,
+    LocalNCCLoss,
+    LossWeights,
+    MaskAlignmentLoss,
+    MSELoss,
+    NGFLoss,
+    RegistrationLoss,
+    VolumeChangeLoss,
+    map_points,
+)
+
+__all__ = [
+    "CurvatureLoss", "EndpointErrorLoss", "KeypointLoss", "LocalNCCLoss", "LossWeights",
+    "MSELoss", "MaskAlignmentLoss", "NGFLoss", "RegistrationLoss", "VolumeChangeLoss",
+    "curvature_regularizer", "endpoint_error", "keypoint_loss", "local_ncc", "map_points",
+    "mask_alignment", "mse", "ngf_distance", "ngf_edge_parameter", "one_hot",
+    "volume_change_control", "volume_change_penalty",
+]
