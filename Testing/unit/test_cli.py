@@ -71,7 +71,7 @@ def test_evaluate_writes_metrics(small_case, tmp_path):
 
 
 def test_planned_commands_say_so():
-    result = lungdeepreg("train")
+    result = lungdeepreg("register")
     assert result.returncode == 3
     assert "not available" in result.stderr
 

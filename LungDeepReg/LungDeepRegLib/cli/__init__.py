@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from ..errors import InputError
 from ..version import __version__
-from . import evaluate, info, planned
+from . import evaluate, info, planned, train
 
-COMMANDS = (info, evaluate, planned)
+COMMANDS = (info, evaluate, train, planned)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,6 @@ import sys
 PLANNED = {
     "register": "register one fixed/moving pair (network + instance optimisation)",
     "batch": "register many pairs from a manifest",
-    "train": "train a multilevel registration model",
     "bench": "run the synthetic, DIR-Lab, COPDgene or pairs benchmarks",
     "demo": "register the bundled sample pair and write its QA report",
 }

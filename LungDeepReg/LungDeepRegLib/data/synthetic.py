@@ -1,0 +1,123 @@
+"""Synthetic pair source: real CTs in, reproducible pairs with dense ground truth out.
+
+Following Sokooti et al. (2017, MICCAI) and Eppenhof et al. (2020, IEEE TMI), a few real
+CTs give unlimited training pairs with known displacement fields; each CT is cropped to the
+lungs and resampled to the network grid once (Hering et al. 2021, MedIA: 192x160x192), and
+pair ``i`` is drawn from a generator seeded with ``(seed, i)`` only. Training, validation
+and benchmark sets therefore differ by their ``seed`` and never share a pair, and any pair
+can be rebuilt from its seed and index alone.
+
+This module is the public face of the synthetic data: it re-exports the field generators
+(:mod:`.fields`) and the pair builder (:mod:`.pairs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch.utils.data import Dataset
+
+from ..io.images import prepare_image, read_image
+from ..preprocess import left_right_lungs, lung_crop_grid, lung_labels, resample_to_grid
+from ..preprocess.crop import NETWORK_SIZE
+from ..spatial import Grid, image_to_tensor
+from .fields import breathing_field, invert_field, random_smooth_field
+from .pairs import PairKind, SyntheticPair, make_pair
+
+CtSource = str | Path | tuple[sitk.Image, sitk.Image | None]
+
+__all__ = ["CtSource", "PairKind", "SyntheticPair", "SyntheticPairSource", "breathing_field",
+           "invert_field", "make_pair", "pair_seed", "random_smooth_field"]
+
+
+@dataclass(frozen=True)
+class _Case:
+    """One CT, cropped and resampled to the network grid."""
+
+    name: str
+    hu: torch.Tensor  # (1, 1, z, y, x) float32 HU
+    labels: torch.Tensor  # (1, 1, z, y, x) uint8, 0 / 1 left / 2 right
+    grid: Grid
+
+
+def pair_seed(seed: int, index: int) -> int:
+    """64-bit generator seed of pair ``index`` of the stream ``seed``.
+
+    NumPy's ``SeedSequence`` hashes the pair ``(seed, index)``, so neighbouring seeds or
+    indices give unrelated streams (``seed * N + index`` would make streams overlap).
+    """
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be non-negative, got {seed}, {index}")
+    state = np.random.SeedSequence((int(seed), int(index))).generate_state(1, np.uint64)
+    return int(state[0])
+
+
+class SyntheticPairSource(Dataset):
+    """Reproducible synthetic pairs from a list of real CTs, usable as a torch ``Dataset``.
+
+    Every CT is read once (:func:`read_image`), its lungs found (:func:`lung_labels`, or the
+    given mask split into left and right), cropped (:func:`lung_crop_grid`) and resampled
+    to ``size``; pairs are then made on the fly. Pair ``index`` uses CT
+    ``index % len(cts)`` and a generator seeded by :func:`pair_seed`, so it is the same
+    in every run, process and ``DataLoader`` worker.
+
+    Args:
+        cts: CT file paths (or DICOM folders), or ``(ct image, lung mask or None)`` pairs.
+        size: network grid (x, y, z) voxels.
+        seed: the stream; use different seeds for training, validation and benchmarks.
+        kind: ``"breathing"``, ``"random"`` or ``"mixed"`` (see :func:`make_pair`).
+        length: the nominal ``len()`` (the stream itself is unbounded).
+        margin_mm: crop margin around the lungs.
+        **pair_options: passed to :func:`make_pair` (``max_cc_mm``, ``intensity_change``,
+            ``noise``).
+    """
+
+    def __init__(self, cts: Sequence[CtSource], size: tuple[int, int, int] = NETWORK_SIZE,
+                 seed: int = 0, kind: PairKind = "breathing", length: int = 1000,
+                 margin_mm: float = 10.0, **pair_options: object) -> None:
+        if not cts:
+            raise ValueError("SyntheticPairSource needs at least one CT")
+        pair_seed(seed, 0)  # validates the seed
+        self.seed, self.kind, self.length = int(seed), kind, int(length)
+        self.pair_options = pair_options
+        self.cases = [_load_case(ct, tuple(size), margin_mm) for ct in cts]
+
+    def pair(self, index: int) -> SyntheticPair:
+        """Pair ``index`` of this stream (deterministic in ``(seed, index)``)."""
+        case = self.cases[index % len(self.cases)]
+        generator = torch.Generator().manual_seed(pair_seed(self.seed, index))
+        return make_pair(case.hu, case.labels, case.grid, generator, self.kind,
+                         labels=case.labels, **self.pair_options)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        """``pair(index).as_dict()`` plus ``index``: tensors without the batch dimension."""
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} outside 0..{self.length - 1}")
+        items = self.pair(index).as_dict()
+        items["index"] = torch.tensor(index)
+        return items
+
+
+def _load_case(source: CtSource, size: tuple[int, int, int], margin_mm: float) -> _Case:
+    if isinstance(source, (str, Path)):
+        ct, mask, name = read_image(source), None, str(source)
+    else:
+        (ct, mask), name = source, "image"
+        ct = prepare_image(ct, name, "ct")  # float32 HU clipped, as read_image gives
+    if mask is None:
+        labels = lung_labels(ct)
+    else:
+        labels = left_right_lungs(sitk.Cast(mask > 0, sitk.sitkUInt8))
+    grid = lung_crop_grid(ct, labels, size, margin_mm)
+    hu, _ = image_to_tensor(resample_to_grid(ct, grid))
+    label_tensor, _ = image_to_tensor(resample_to_grid(labels, grid, "nearest", default=0),
+                                      dtype=torch.uint8)
+    return _Case(name, hu, label_tensor, grid)

@@ -1,0 +1,46 @@
+"""Where training pairs come from: synthetic pairs from real CTs, and/or a manifest of pairs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..data.synthetic import SyntheticPairSource
+from ..errors import InputError
+from .config import Config
+
+VALIDATION_SEED_OFFSET = 1000  # validation pairs never share a seed with training pairs
+
+
+class InterleavedSource:
+    """Alternates between sources by index (index k goes to source k mod n)."""
+
+    def __init__(self, sources: list[Any]) -> None:
+        self.sources = sources
+
+    def pair(self, index: int) -> Any:
+        count = len(self.sources)
+        return self.sources[index % count].pair(index // count)
+
+
+def build_sources(config: Config) -> tuple[Any, Any | None]:
+    """(training source, validation source) described by ``config.data``."""
+    data, size = config.data, config.model.input_size
+    train, validation = [], []
+    if data.synthetic_cts:
+        train.append(SyntheticPairSource(data.synthetic_cts, size=size, seed=data.seed,
+                                         kind=data.synthetic_kind))
+        validation.append(SyntheticPairSource(
+            data.synthetic_cts, size=size, seed=data.seed + VALIDATION_SEED_OFFSET,
+            kind=data.synthetic_kind))
+    if data.manifest:
+        from ..data.manifest import ManifestPairSource
+
+        manifest = ManifestPairSource(data.manifest, size=size)
+        train.append(manifest.training_split(data.validation_pairs))
+        validation.append(manifest.validation_split(data.validation_pairs))
+    if not train:
+        raise InputError(config.source, "no training data: set data.synthetic_cts and/or "
+                                        "data.manifest")
+    training_source = train[0] if len(train) == 1 else InterleavedSource(train)
+    validation_source = validation[0] if len(validation) == 1 else InterleavedSource(validation)
+    return training_source, validation_source
