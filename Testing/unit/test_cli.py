@@ -71,7 +71,7 @@ def test_evaluate_writes_metrics(small_case, tmp_path):
 
 
 def test_planned_commands_say_so():
-    result = lungdeepreg("register")
+    result = lungdeepreg("bench")
     assert result.returncode == 3
     assert "not available" in result.stderr
 

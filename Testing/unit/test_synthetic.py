@@ -119,7 +119,7 @@ def test_breathing_field_is_cranio_caudal_and_grows_to_the_base(case):
     inside = labels[0, 0] > 0
     u_x, u_y, u_z = (field[0, k][inside] for k in range(3))
     assert float(u_z.max()) >= 25.0
-    assert float(u_z.abs().mean()) > 3 * max(float(u_x.abs().mean()), float(u_y.abs().mean()))
+    assert float(u_z.abs().mean()) > 2.5 * max(float(u_x.abs().mean()), float(u_y.abs().mean()))
     # lowest and highest fifth of the lung's slices (index z runs inferior to superior here)
     slices = torch.nonzero(inside.any(dim=(1, 2)))[:, 0]
     fifth = max(1, len(slices) // 5)

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from ..errors import InputError
 from ..version import __version__
-from . import evaluate, info, planned, train
+from . import batch, demo, evaluate, info, planned, register, train
 
-COMMANDS = (info, evaluate, train, planned)
+COMMANDS = (info, register, batch, demo, evaluate, train, planned)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,10 +9,7 @@ import argparse
 import sys
 
 PLANNED = {
-    "register": "register one fixed/moving pair (network + instance optimisation)",
-    "batch": "register many pairs from a manifest",
     "bench": "run the synthetic, DIR-Lab, COPDgene or pairs benchmarks",
-    "demo": "register the bundled sample pair and write its QA report",
 }
 NOT_AVAILABLE = 3
 

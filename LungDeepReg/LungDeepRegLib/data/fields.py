@@ -87,17 +87,23 @@ def breathing_field(grid: Grid, lung_mask: torch.Tensor, generator: torch.Genera
                     weaker_side: tuple[float, float] = (0.75, 1.0),
                     lateral_strain: tuple[float, float] = (0.0, 0.02),
                     ap_strain: tuple[float, float] = (0.01, 0.04),
-                    decay_mm: float = 100.0) -> torch.Tensor:
+                    decay_mm: float = 100.0,
+                    dome_fall: tuple[float, float] = (0.4, 0.8),
+                    exponent_range: tuple[float, float] = (1.5, 3.0)) -> torch.Tensor:
     """Inhale (fixed) to exhale (moving) breathing motion, ``(1, 3, z, y, x)`` mm.
 
     Model (each quantity drawn from the given U(low, high) ranges):
 
     * cranio-caudal: ``u_z = A(x) s(h)^q`` with ``h`` the normalised height below the lung
       apex (0 at the apex, 1 at the lowest lung point), ``s`` the C1 smoothstep and
-      ``q ~ U(1, 2)``: zero at the apex, largest at the base. ``u_z > 0``: the inhale
+      ``q ~ exponent_range`` (motion concentrated near the diaphragm): zero at the apex,
+      largest at the base. ``u_z > 0``: the inhale
       diaphragm lies higher (superior is +z in LPS) in the exhale image. ``A ~ max_cc_mm``,
       reduced by a factor ``~ weaker_side`` on a random side (left/right asymmetry),
-      blended smoothly across the midline.
+      blended smoothly across the midline. Each hemidiaphragm is a dome: ``u_z`` is
+      largest under the middle of each lung and falls by ``dome_fall`` towards its
+      lateral and anterior borders (the posterior costophrenic region moves most), a
+      motion no affine map reproduces.
     * contraction: ``u_x`` towards the midline (``lateral_strain``) and ``u_y`` towards the
       posterior lung border (the anterior chest wall falls back; ``ap_strain``), both
       stronger inferiorly and scaled by ``A / 30 mm``.
@@ -118,7 +124,7 @@ def breathing_field(grid: Grid, lung_mask: torch.Tensor, generator: torch.Genera
     amplitude = uniform(generator, *max_cc_mm)
     weaker = uniform(generator, *weaker_side)
     left_weaker = uniform(generator, 0.0, 1.0) < 0.5
-    exponent = uniform(generator, 1.0, 2.0)
+    exponent = uniform(generator, *exponent_range)
     strain = amplitude / 30.0
     lateral = uniform(generator, *lateral_strain) * strain
     ap = uniform(generator, *ap_strain) * strain
@@ -127,10 +133,37 @@ def breathing_field(grid: Grid, lung_mask: torch.Tensor, generator: torch.Genera
     side = weaker * left + (1.0 - left) if left_weaker else left + weaker * (1.0 - left)
     envelope = _outside_fade(mask, grid, decay_mm)
     rib = 0.5 + 0.5 * _smoothstep(height)  # the lower ribs move more
-    u_z = amplitude * side * _smoothstep(height) ** exponent
+    dome = _dome_profile(points[mask], x, y, midline, uniform(generator, *dome_fall))
+    u_z = amplitude * side * dome * _smoothstep(height) ** exponent
     u_x = -lateral * (x - midline) * rib
     u_y = ap * (posterior - y) * rib
     return (torch.stack((u_x, u_y, u_z)) * envelope)[None]
+
+
+def _dome_profile(lung: torch.Tensor, x: torch.Tensor, y: torch.Tensor, midline: float,
+                  fall: float) -> torch.Tensor:
+    """1 under the centre of each lung's base, ``1 - fall`` at its lateral/anterior rim."""
+    profile = torch.ones_like(x)
+    posterior, anterior = float(lung[:, 1].max()), float(lung[:, 1].min())
+    depth = ((posterior - y) / max(posterior - anterior, 1.0)).clamp(0.0, 1.0)
+    for is_left in (True, False):
+        side = lung[lung[:, 0] > midline] if is_left else lung[lung[:, 0] <= midline]
+        if len(side) == 0:
+            continue
+        centre = float(side[:, 0].mean())
+        half_width = max(0.5 * float(side[:, 0].max() - side[:, 0].min()), 1.0)
+        lateral = ((x - centre) / half_width).clamp(-1.0, 1.0) ** 2
+        on_side = (x > midline) if is_left else (x <= midline)
+        shape = 1.0 - fall * (0.5 * lateral + 0.5 * depth ** 2)
+        profile = torch.where(on_side, shape, profile)
+    return _smooth_across_midline(profile, x, midline)
+
+
+def _smooth_across_midline(profile: torch.Tensor, x: torch.Tensor, midline: float
+                           ) -> torch.Tensor:
+    """Blend the two domes over the mediastinum so that the field stays smooth."""
+    weight = torch.exp(-(((x - midline) / 25.0) ** 2))
+    return (1.0 - weight) * profile + weight * (1.0 - 0.5 * (1.0 - profile.mean()))
 
 
 def _lung_extent(lung: torch.Tensor) -> tuple[float, float, float, float]:

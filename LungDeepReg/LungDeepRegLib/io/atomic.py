@@ -28,10 +28,18 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
                                     dir=target.parent))
     try:
         yield staging / target.name
+        mode = 0o666 & ~_umask()  # some writers create 0600 files; outputs are shared
         for produced in staging.iterdir():
+            os.chmod(produced, mode)
             os.replace(produced, target.parent / produced.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -32,6 +32,7 @@ class EvaluationInputs:
     fixed_labels: sitk.Image | None = None
     moving_labels: sitk.Image | None = None
     mask: sitk.Image | None = None  # region of the Jacobian statistics (lung)
+    mask_region: str = "lung mask (given)"  # how ``mask`` was obtained, for the reports
     protocol: TREProtocol = dataclass_field(default_factory=TREProtocol)
     exclude_outside: bool = False
     landmark_source: str | None = None
@@ -82,7 +83,7 @@ def label_report(inputs: EvaluationInputs) -> dict:
 def jacobian_report(inputs: EvaluationInputs) -> dict:
     """Folding and SD of log-Jacobian inside the lung mask (given, or computed)."""
     det = jacobian_determinant(inputs.field.double(), inputs.field_grid)
-    mask_image, region = inputs.mask, "lung mask (given)"
+    mask_image, region = inputs.mask, inputs.mask_region
     if mask_image is None and inputs.fixed_image is not None:
         mask_image, region = lung_mask(inputs.fixed_image), "lung mask (automatic)"
     mask = None

@@ -1,0 +1,69 @@
+"""Field bookkeeping of the pipeline: output grids, affine composition, crop extension."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..spatial import Grid, sample
+
+TAPER_MM = 30.0  # how fast the deformable part fades outside the lung crop
+
+
+def output_grid(fixed: sitk.Image, spacing_mm: float | None) -> Grid:
+    """The fixed image's extent sampled at about ``spacing_mm`` (None: the fixed grid)."""
+    grid = Grid.from_image(fixed)
+    if spacing_mm is None or spacing_mm <= 0:
+        return grid
+    extent = (np.asarray(grid.size) - 1) * np.asarray(grid.spacing)
+    # never finer than the fixed image itself
+    size = tuple(int(min(n, math.ceil(e / spacing_mm) + 1))
+                 for n, e in zip(grid.size, extent, strict=True))
+    return grid.with_size(size)
+
+
+def affine_matrix(transform: sitk.AffineTransform) -> tuple[np.ndarray, np.ndarray]:
+    """``T(p) = A p + b`` of an ITK affine transform (fixed to moving, LPS mm)."""
+    matrix = np.asarray(transform.GetMatrix()).reshape(3, 3)
+    centre = np.asarray(transform.GetCenter())
+    offset = np.asarray(transform.GetTranslation()) + centre - matrix @ centre
+    return matrix, offset
+
+
+def extend_field(field: torch.Tensor, crop: Grid, target: Grid) -> torch.Tensor:
+    """The deformable field of the lung crop on ``target``, fading to 0 outside the crop.
+
+    Inside the crop the field is interpolated; outside, the border displacement is repeated
+    and multiplied by a Gaussian taper of the distance to the crop (``TAPER_MM``), so the
+    body far from the lungs does not move with the diaphragm.
+    """
+    points = target.points(dtype=field.dtype, device=field.device)[None]
+    values = sample(field, crop, points, padding="border")
+    index = crop.physical_to_index(points.reshape(-1, 3).cpu().numpy())
+    below = np.maximum(-index, 0.0)
+    above = np.maximum(index - (np.asarray(crop.size) - 1), 0.0)
+    outside_mm = np.linalg.norm((below + above) * np.asarray(crop.spacing), axis=1)
+    taper = np.exp(-0.5 * (outside_mm / TAPER_MM) ** 2).reshape(target.shape)
+    return values * torch.as_tensor(taper, dtype=field.dtype, device=field.device)
+
+
+def compose_with_affine(deformable: torch.Tensor, grid: Grid,
+                        transform: sitk.AffineTransform | None) -> torch.Tensor:
+    """Total field of ``T_affine o (id + u)``: ``u_total(x) = A (x + u(x)) + b - x``.
+
+    The deformable part was estimated between the fixed image and the moving image already
+    resampled by the affine transform, so a fixed point moves through ``u`` first. The affine
+    map is applied exactly (no interpolation of an affine field).
+    """
+    if transform is None:
+        return deformable
+    matrix, offset = affine_matrix(transform)
+    points = grid.points(dtype=torch.float64, device=deformable.device)
+    moved = points + deformable[0].movedim(0, -1).double()
+    a = torch.as_tensor(matrix, device=deformable.device)
+    b = torch.as_tensor(offset, device=deformable.device)
+    total = moved @ a.T + b - points
+    return total.movedim(-1, 0)[None].to(deformable.dtype)

@@ -1,0 +1,289 @@
+"""The registration pipeline: one fixed/moving pair in, a displacement field and QA out.
+
+Steps: read and clip the CTs; automatic lung masks; lung-aware affine pre-alignment
+(SimpleITK); crop to the fixed lungs and resample to the network's input size; multilevel
+network; instance optimisation of the same loss on the refinement grid; composition with the
+affine part; the total fixed-to-moving field on the output grid (about 2 mm by default); then
+the outputs and the metrics (:mod:`.outputs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..errors import InputError
+from ..io.images import read_image
+from ..io.landmarks import read_landmark_pair
+from ..io.lobes import read_lobes
+from ..models.store import load_model, model_names
+from ..preprocess import lung_labels
+from ..preprocess.crop import lung_crop_grid, normalize_ct, resample_to_grid
+from ..spatial import Grid, image_to_tensor, resample_field
+from .affine import affine_prealign
+from .fields import compose_with_affine, extend_field, output_grid
+from .outputs import write_outputs
+from .refine import RefineConfig, refine
+
+DEFAULT_MODEL = "lungdeepreg-popi-cpu"
+Progress = Callable[[float, str], None]
+
+
+class Cancelled(Exception):
+    """The user cancelled the registration; nothing is written."""
+
+
+@dataclass
+class RegistrationInputs:
+    fixed: Path
+    moving: Path
+    fixed_mask: Path | None = None
+    moving_mask: Path | None = None
+    fixed_lobes: str | None = None  # label map, folder of lobe masks, or "a,b,c,d,e"
+    moving_lobes: str | None = None
+    fixed_landmarks: Path | None = None
+    moving_landmarks: Path | None = None
+    landmark_format: str | None = None
+    moving_landmark_format: str | None = None
+
+
+@dataclass
+class RegistrationOptions:
+    model: str = "auto"  # auto | none | shipped name | path to .safetensors/.json
+    refine_iterations: int | None = None  # None: defaults; 0: network only
+    device: str = "auto"
+    fixed_is: str = "inhale"  # the phase of the fixed image, recorded in the outputs
+    output_spacing_mm: float | None = 2.0  # None: the fixed image's own grid
+    write_nifti: bool = False
+    exclude_outside_landmarks: bool = False
+    round_to_voxel: bool = False
+    report: bool = True
+
+
+@dataclass
+class PreparedPair:
+    """Everything read from disk, validated, before any registration."""
+
+    fixed: sitk.Image
+    moving: sitk.Image
+    fixed_lungs: sitk.Image  # 0 background, 1 left, 2 right (given mask or automatic)
+    fixed_lobes: sitk.Image | None = None
+    moving_lobes: sitk.Image | None = None
+
+
+@dataclass
+class RegistrationState:
+    """Intermediate results, kept for the outputs and the report."""
+
+    affine: sitk.AffineTransform | None = None
+    deformable: torch.Tensor | None = None  # on ``crop``, before the affine part
+    crop: Grid | None = None
+    field: torch.Tensor | None = None  # total field on ``grid``
+    grid: Grid | None = None
+    model_card: dict | None = None
+    device: str = "cpu"
+    runtime_s: dict[str, float] = dataclass_field(default_factory=dict)
+
+
+class StepTimer:
+    """Times named steps, reports progress, and honours cancellation between steps."""
+
+    def __init__(self, state: RegistrationState, progress: Progress | None,
+                 should_stop: Callable[[], bool] | None) -> None:
+        self.state, self.progress = state, progress
+        self.should_stop = should_stop or (lambda: False)
+
+    def __call__(self, name: str, fraction: float) -> _Step:
+        if self.should_stop():
+            raise Cancelled(name)
+        if self.progress is not None:
+            self.progress(fraction, name)
+        return _Step(self.state, name)
+
+
+class _Step:
+    def __init__(self, state: RegistrationState, name: str) -> None:
+        self.state, self.name = state, name
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.state.runtime_s[self.name] = self.state.runtime_s.get(self.name, 0.0) + elapsed
+
+
+def prepare(inputs: RegistrationInputs) -> PreparedPair:
+    """Read and validate the pair (errors name the file before any work is done)."""
+    fixed, moving = read_image(inputs.fixed), read_image(inputs.moving)
+    lungs = (read_image(inputs.fixed_mask, kind="label") if inputs.fixed_mask
+             else lung_labels(fixed))
+    if not bool(sitk.GetArrayViewFromImage(lungs).any()):
+        raise InputError(inputs.fixed_mask or inputs.fixed, "no lung found in the fixed image")
+    pair = PreparedPair(fixed, moving, lungs)
+    if inputs.fixed_lobes and inputs.moving_lobes:
+        pair.fixed_lobes = read_lobes(inputs.fixed_lobes)
+        pair.moving_lobes = read_lobes(inputs.moving_lobes)
+    return pair
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn("CUDA was requested but is not available: running on the CPU",
+                      stacklevel=2)
+        return torch.device("cpu")
+    return device
+
+
+def estimate_field(pair: PreparedPair, options: RegistrationOptions,
+                   progress: Progress | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> RegistrationState:
+    """Affine + network + refinement: the total field on the output grid."""
+    state = RegistrationState()
+    step = StepTimer(state, progress, should_stop)
+    with step("affine pre-alignment", 0.05):
+        state.affine = affine_prealign(pair.fixed, pair.moving, pair.fixed_lungs)
+    device = resolve_device(options.device)
+    try:
+        _deformable(pair, options, state, step, device)
+    except torch.cuda.OutOfMemoryError:
+        warnings.warn("CUDA ran out of memory: falling back to the CPU", stacklevel=2)
+        torch.cuda.empty_cache()
+        _deformable(pair, options, state, step, torch.device("cpu"))
+    with step("total field", 0.9):
+        state.grid = output_grid(pair.fixed, options.output_spacing_mm)
+        extended = extend_field(state.deformable, state.crop, state.grid)
+        state.field = compose_with_affine(extended, state.grid, state.affine)
+    return state
+
+
+def _deformable(pair: PreparedPair, options: RegistrationOptions, state: RegistrationState,
+                step: StepTimer, device: torch.device) -> None:
+    state.device = str(device)
+    model = None
+    if options.model != "none":
+        with step("load model", 0.15):
+            model, state.model_card = _load(options.model, device)
+        if model is None:
+            warnings.warn(f"no model '{DEFAULT_MODEL}' is installed: registering by "
+                          "optimisation alone (--model none)", stacklevel=2)
+    config = refine_config(options.refine_iterations, after_network=model is not None)
+    if model is not None:
+        size = tuple(state.model_card["input"]["size_xyz"])
+        with step("network", 0.2):
+            grid, fixed, moving = _crop_pair(pair, state.affine, size, device)
+            with torch.inference_mode():
+                network_field = model(fixed, moving, grid).float()
+        state.crop, state.deformable = grid, network_field
+    if options.refine_iterations == 0 and model is not None:
+        return
+    with step("instance optimisation", 0.35):
+        size = native_size(pair.fixed, pair.fixed_lungs, config.size)
+        grid, fixed, moving = _crop_pair(pair, state.affine, size, device)
+        initial = (None if state.deformable is None
+                   else resample_field(state.deformable, state.crop, grid))
+        mask = image_to_tensor(resample_to_grid(pair.fixed_lungs, grid, "nearest", 0))[0]
+        result = refine(fixed, moving, grid, initial_field=initial, config=config,
+                        fixed_mask=(mask > 0).float().to(device),
+                        progress=_sub_progress(step.progress, 0.35, 0.9),
+                        should_stop=step.should_stop)
+        if result.cancelled:
+            raise Cancelled("instance optimisation")
+        state.crop, state.deformable = grid, result.field.detach().float()
+
+
+def _sub_progress(progress: Progress | None, start: float, end: float) -> Progress | None:
+    """Map a step's own 0..1 progress onto its share of the whole registration."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)
+
+
+def native_size(fixed: sitk.Image, lungs: sitk.Image, size: tuple[int, int, int]
+                ) -> tuple[int, int, int]:
+    """``size``, but never finer than the fixed image's own voxels over the lung crop
+    (a coarse CT gains nothing from an upsampled refinement grid, only cost)."""
+    crop = lung_crop_grid(fixed, lungs, size=size)
+    extent = np.asarray(crop.spacing) * (np.asarray(crop.size) - 1)
+    native = np.ceil(extent / np.asarray(fixed.GetSpacing())).astype(int) + 1
+    return tuple(int(max(8, min(n, s))) for n, s in zip(native, size, strict=True))
+
+
+def _load(model: str, device: torch.device) -> tuple[torch.nn.Module | None, dict | None]:
+    if model == "auto" and DEFAULT_MODEL not in model_names():
+        return None, None
+    name = DEFAULT_MODEL if model == "auto" else model
+    network, card = load_model(name, device=str(device))
+    return network.eval(), card
+
+
+def _crop_pair(pair: PreparedPair, affine: sitk.Transform, size: tuple[int, int, int],
+               device: torch.device) -> tuple[Grid, torch.Tensor, torch.Tensor]:
+    """Fixed lung crop and the affinely resampled moving image on it, network-scaled."""
+    grid = lung_crop_grid(pair.fixed, pair.fixed_lungs, size=size)
+    reference = grid.apply_to(sitk.Image(grid.size, sitk.sitkFloat32))
+    fixed = resample_to_grid(pair.fixed, grid)
+    moving = sitk.Resample(pair.moving, reference, affine, sitk.sitkLinear, -1024.0)
+    as_input = lambda image: normalize_ct(image_to_tensor(image)[0]).to(device)  # noqa: E731
+    return grid, as_input(fixed), as_input(moving)
+
+
+def refine_config(iterations: int | None, after_network: bool) -> RefineConfig:
+    """The tuned schedule (from identity, or after a network); ``iterations`` caps every
+    level's steps."""
+    config = RefineConfig.after_network() if after_network else RefineConfig()
+    if iterations is not None:
+        capped = tuple(min(iterations, n) for n in config.level_iterations())
+        config = dataclasses.replace(config, iterations=capped)
+    return config
+
+
+@dataclass
+class RegistrationResult:
+    out_dir: Path
+    files: dict[str, Path]
+    metrics: dict
+
+
+def register(inputs: RegistrationInputs, out_dir: Path,
+             options: RegistrationOptions | None = None, progress: Progress | None = None,
+             should_stop: Callable[[], bool] | None = None) -> RegistrationResult:
+    """Register one pair and write all outputs into ``out_dir`` (see :mod:`.outputs`)."""
+    options = options or RegistrationOptions()
+    pair = prepare(inputs)
+    points = read_points(inputs, pair)
+    state = estimate_field(pair, options, progress, should_stop)
+    step = StepTimer(state, progress, should_stop)
+    with step("write outputs", 0.93):
+        files = write_outputs(pair, inputs, options, state, Path(out_dir), points)
+    if progress is not None:
+        progress(1.0, "done")
+    metrics = json.loads(files["metrics"].read_text())
+    return RegistrationResult(Path(out_dir), files, metrics)
+
+
+def read_points(inputs: RegistrationInputs, pair: PreparedPair
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fixed and moving landmarks in LPS mm, or None (both files or neither)."""
+    if (inputs.fixed_landmarks is None) != (inputs.moving_landmarks is None):
+        given = inputs.fixed_landmarks or inputs.moving_landmarks
+        raise InputError(given, "landmarks need both --fixed-landmarks and --moving-landmarks")
+    if inputs.fixed_landmarks is None:
+        return None
+    return read_landmark_pair(
+        inputs.fixed_landmarks, inputs.moving_landmarks, inputs.landmark_format,
+        inputs.moving_landmark_format or inputs.landmark_format,
+        Grid.from_image(pair.fixed), Grid.from_image(pair.moving))

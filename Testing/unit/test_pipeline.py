@@ -1,0 +1,148 @@
+"""The registration pipeline end to end on a small real CT, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LungDeepRegLib.io.landmarks import read_landmarks
+from LungDeepRegLib.io.transforms import read_field
+from LungDeepRegLib.metrics.landmarks import map_points
+
+
+def lungdeepreg(*args: str | Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "LungDeepRegLib", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def small_pair(shared_data, tmp_path_factory) -> dict[str, Path]:
+    """ct-64 (fixed) and a moving image made from it by a known smooth motion, with
+    landmarks that follow the motion."""
+    folder = tmp_path_factory.mktemp("pair")
+    fixed = sitk.ReadImage(str(shared_data / "cip" / "ct-64.nrrd"))
+    displacement = sitk.Image(fixed.GetSize(), sitk.sitkVectorFloat64, 3)
+    displacement.CopyInformation(fixed)
+    points = sitk.GetArrayFromImage(sitk.PhysicalPointSource(
+        sitk.sitkVectorFloat64, fixed.GetSize(), fixed.GetOrigin(), fixed.GetSpacing(),
+        fixed.GetDirection()))
+    z = points[..., 2]
+    z_range = z.max() - z.min()
+    field = np.zeros(points.shape)
+    field[..., 2] = 12.0 * ((z.max() - z) / z_range) ** 2  # up to 12 mm, largest inferiorly
+    field[..., 0] = 2.0
+    truth = sitk.GetImageFromArray(field, isVector=True)
+    truth.CopyInformation(fixed)
+    transform = sitk.DisplacementFieldTransform(sitk.Image(truth))
+    inverse = sitk.DisplacementFieldTransform(sitk.InvertDisplacementField(truth))
+    moving = sitk.Resample(fixed, fixed, inverse, sitk.sitkLinear, -1024.0)
+    sitk.WriteImage(fixed, str(folder / "fixed.nrrd"))
+    sitk.WriteImage(moving, str(folder / "moving.nrrd"))
+    centre = np.asarray(fixed.TransformContinuousIndexToPhysicalPoint(
+        [s / 2 for s in fixed.GetSize()]))
+    landmarks = centre + np.random.default_rng(0).uniform(-40, 40, size=(30, 3)) * [1, 0.6, 1]
+    mapped = np.array([transform.TransformPoint(tuple(p)) for p in landmarks])
+    np.savetxt(folder / "fixed.csv", landmarks, delimiter=",", header="x,y,z", comments="")
+    np.savetxt(folder / "moving.csv", mapped, delimiter=",", header="x,y,z", comments="")
+    return {"fixed": folder / "fixed.nrrd", "moving": folder / "moving.nrrd",
+            "fixed_landmarks": folder / "fixed.csv", "moving_landmarks": folder / "moving.csv"}
+
+
+@pytest.fixture(scope="module")
+def registered(small_pair, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("registered") / "out"
+    result = lungdeepreg("register", "--fixed", small_pair["fixed"], "--moving",
+                         small_pair["moving"], "--out", out, "--model", "none",
+                         "--fixed-landmarks", small_pair["fixed_landmarks"],
+                         "--moving-landmarks", small_pair["moving_landmarks"], "--nifti")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PROGRESS" in result.stderr and "QA report" in result.stdout
+    return out
+
+
+def test_register_writes_every_output(registered):
+    for name in ("field.nrrd", "field.h5", "field.nii.gz", "warped_moving.nrrd",
+                 "jacobian.nrrd", "fixed_lungs.nrrd", "metrics.json", "report.html",
+                 "fixed_landmarks_tre.mrk.json", "predicted_moving_landmarks.mrk.json"):
+        assert (registered / name).is_file(), name
+    assert not [p for p in registered.iterdir() if "partial" in p.name]
+    metrics = json.loads((registered / "metrics.json").read_text())
+    run = metrics["run"]
+    assert run["model"]["name"] == "none" and run["device"] == "cpu"
+    assert run["direction"] == "inhale fixed, exhale moving"
+    assert {"affine pre-alignment", "instance optimisation", "total field"} <= set(
+        run["runtime_s"])
+    landmarks = metrics["landmarks"]
+    assert landmarks["before"]["mean"] > 3.0  # the fixture moves them by 3.6 mm on average
+    assert landmarks["after"]["mean"] < 0.5 * landmarks["before"]["mean"]
+    assert metrics["jacobian"]["folding_fraction"] < 0.0005
+
+
+def test_outputs_map_landmarks_where_the_metrics_say(registered, small_pair):
+    metrics = json.loads((registered / "metrics.json").read_text())
+    fixed = read_landmarks(small_pair["fixed_landmarks"], "csv")
+    moving = read_landmarks(small_pair["moving_landmarks"], "csv")
+    reported = np.array([row["tre_mm"] for row in metrics["landmarks"]["per_landmark"]])
+    transform = sitk.ReadTransform(str(registered / "field.h5"))
+    through_itk = np.array([transform.TransformPoint(tuple(p)) for p in fixed])
+    np.testing.assert_allclose(np.linalg.norm(through_itk - moving, axis=1), reported,
+                               atol=1e-3)
+    for name in ("field.nrrd", "field.nii.gz"):
+        field, grid = read_field(registered / name)
+        mapped = map_points(fixed, field, grid)
+        np.testing.assert_allclose(mapped, through_itk, atol=2e-3)
+    warped = sitk.ReadImage(str(registered / "warped_moving.nrrd"))
+    fixed_image = sitk.ReadImage(str(small_pair["fixed"]))
+    assert warped.GetSize() == fixed_image.GetSize()
+    # judged in the lung, what the pipeline registers (outside the lung crop only the affine
+    # part applies)
+    lung = sitk.GetArrayFromImage(sitk.ReadImage(str(registered / "fixed_lungs.nrrd"))) > 0
+    moving = sitk.GetArrayFromImage(sitk.ReadImage(str(small_pair["moving"]))).astype(float)
+    fixed_array = sitk.GetArrayFromImage(fixed_image).astype(float)
+    before = np.abs(moving - fixed_array)[lung].mean()
+    after = np.abs(sitk.GetArrayFromImage(warped) - fixed_array)[lung].mean()
+    assert after < 0.7 * before
+
+
+def test_batch_isolates_a_corrupt_pair_and_resumes(small_pair, tmp_path):
+    corrupt = tmp_path / "corrupt.nrrd"
+    corrupt.write_bytes(b"NRRD0004\nthis is not an image\n")
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text(
+        "id,fixed,moving\n"
+        f"good,{small_pair['fixed']},{small_pair['moving']}\n"
+        f"bad,{small_pair['fixed']},{corrupt}\n")
+    out = tmp_path / "batch"
+    first = lungdeepreg("batch", manifest, "--out", out, "--model", "none", "--no-report",
+                        "--refine-iterations", "5")
+    assert first.returncode == 1  # one pair failed
+    summary = json.loads((out / "summary.json").read_text())
+    status = {row["id"]: row for row in summary}
+    assert status["good"]["status"] == "done" and (out / "good" / "metrics.json").is_file()
+    assert status["bad"]["status"] == "failed" and "corrupt.nrrd" in status["bad"]["error"]
+    assert not (out / "bad" / "metrics.json").exists()
+    assert "error: bad" in first.stderr
+
+    again = lungdeepreg("batch", manifest, "--out", out, "--model", "none", "--no-report")
+    status = {row["id"]: row for row in json.loads((out / "summary.json").read_text())}
+    assert status["good"]["status"].startswith("skipped")
+    assert status["bad"]["status"] == "failed"
+    assert again.returncode == 1
+
+    sharded = lungdeepreg("batch", manifest, "--out", out, "--model", "none", "--shard", "2/2")
+    rows = json.loads((out / "summary_shard2of2.json").read_text())
+    assert [row["id"] for row in rows] == ["bad"] and sharded.returncode == 1
+
+
+def test_register_bad_input_exits_2_and_writes_nothing(small_pair, tmp_path):
+    out = tmp_path / "out"
+    result = lungdeepreg("register", "--fixed", small_pair["fixed"], "--moving",
+                         tmp_path / "missing.nrrd", "--out", out, "--model", "none")
+    assert result.returncode == 2 and "missing.nrrd: file not found" in result.stderr
+    assert not out.exists() or not any(out.iterdir())
