@@ -57,9 +57,9 @@ def lung_points(mask: torch.Tensor, grid, seed: int) -> np.ndarray:
 def evaluate_field(field, pair, points) -> dict:
     mask = pair.fixed_mask > 0
     error = (field - pair.field).square().sum(1, keepdim=True).sqrt()
-    truth = target_registration_error(points, points + _sample(pair.field, pair.grid, points))
-    tre = target_registration_error(points, points + _sample(pair.field, pair.grid, points),
-                                    field, pair.grid)
+    moved = points + _sample(pair.field, pair.grid, points)  # where the truth moves them
+    truth = target_registration_error(points, moved)
+    tre = target_registration_error(points, moved, field, pair.grid)
     jac = jacobian_summary(jacobian_determinant(field.double(), pair.grid), mask)
     return {"epe_mm": float(error[mask].mean()), "tre_mm": float(tre.mean()),
             "motion_mm": float(truth.mean()), "folding_fraction": jac["folding_fraction"]}

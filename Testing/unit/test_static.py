@@ -16,7 +16,7 @@ SOURCES = sorted(ENGINE.rglob("*.py"))
 
 # Layers only look down: a module may import its own subpackage or any lower layer.
 LAYERS = {
-    "errors": 0, "version": 0, "spatial": 0,
+    "errors": 0, "version": 0, "device": 0, "spatial": 0,
     "io": 1, "preprocess": 1,
     "metrics": 2, "losses": 2, "networks": 2,
     "data": 3, "models": 3, "reporting": 3,

@@ -90,19 +90,19 @@ def run_batch(items: list[BatchItem], out_dir: Path, options: RegistrationOption
 def _run_one(item: BatchItem, pair_dir: Path, options: RegistrationOptions) -> dict:
     row = {"id": item.pair_id, "fixed": str(item.inputs.fixed), "moving": str(item.inputs.moving)}
     if (pair_dir / METRICS_FILE).is_file():
-        return {**row, "status": "skipped (done before)", **_metric_columns(pair_dir)}
+        metrics = json.loads((pair_dir / METRICS_FILE).read_text())
+        return {**row, "status": "skipped (done before)", **_metric_columns(metrics)}
     try:
-        register(item.inputs, pair_dir, options)
+        result = register(item.inputs, pair_dir, options)
     except InputError as error:
         return {**row, "status": "failed", "error": str(error)}
     except Exception as error:  # one bad pair must not stop the batch
         detail = traceback.format_exception_only(type(error), error)[-1].strip()
         return {**row, "status": "failed", "error": detail}
-    return {**row, "status": "done", **_metric_columns(pair_dir)}
+    return {**row, "status": "done", **_metric_columns(result.metrics)}
 
 
-def _metric_columns(pair_dir: Path) -> dict:
-    metrics = json.loads((pair_dir / METRICS_FILE).read_text())
+def _metric_columns(metrics: dict) -> dict:
     columns = {"folding_fraction": metrics["jacobian"]["folding_fraction"],
                "sd_log_jacobian": metrics["jacobian"]["sd_log_jacobian"],
                "runtime_s": metrics["run"]["total_runtime_s"]}

@@ -33,6 +33,9 @@ class EvaluationInputs:
     moving_labels: sitk.Image | None = None
     mask: sitk.Image | None = None  # region of the Jacobian statistics (lung)
     mask_region: str = "lung mask (given)"  # how ``mask`` was obtained, for the reports
+    # computed already by the caller (the pipeline writes both): not computed twice
+    warped_labels: sitk.Image | None = None  # moving labels warped onto fixed_labels' grid
+    jacobian: torch.Tensor | None = None  # det J of ``field`` on ``field_grid``
     protocol: TREProtocol = dataclass_field(default_factory=TREProtocol)
     exclude_outside: bool = False
     landmark_source: str | None = None
@@ -75,14 +78,18 @@ def label_report(inputs: EvaluationInputs) -> dict:
     fixed_labels = inputs.fixed_labels
     before = sitk.Resample(inputs.moving_labels, fixed_labels, sitk.Transform(),
                            sitk.sitkNearestNeighbor, 0, fixed_labels.GetPixelID())
-    after = warp_labels(inputs.moving_labels, inputs.field, inputs.field_grid, fixed_labels)
+    after = inputs.warped_labels
+    if after is None:
+        after = warp_labels(inputs.moving_labels, inputs.field, inputs.field_grid, fixed_labels)
     return {"before": label_overlap(fixed_labels, before),
             "after": label_overlap(fixed_labels, after)}
 
 
 def jacobian_report(inputs: EvaluationInputs) -> dict:
     """Folding and SD of log-Jacobian inside the lung mask (given, or computed)."""
-    det = jacobian_determinant(inputs.field.double(), inputs.field_grid)
+    det = inputs.jacobian
+    if det is None:
+        det = jacobian_determinant(inputs.field.double(), inputs.field_grid)
     mask_image, region = inputs.mask, inputs.mask_region
     if mask_image is None and inputs.fixed_image is not None:
         mask_image, region = lung_mask(inputs.fixed_image), "lung mask (automatic)"

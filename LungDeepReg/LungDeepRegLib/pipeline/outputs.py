@@ -25,8 +25,10 @@ from .evaluation import EvaluationInputs, evaluate
 METRICS_FILE = "metrics.json"
 
 
-def write_outputs(pair, inputs, options, state, out_dir: Path, points=None) -> dict[str, Path]:
-    """Write fields, warped images, the Jacobian map, landmarks, metrics and the report."""
+def write_outputs(pair, inputs, options, state, out_dir: Path, points=None
+                  ) -> tuple[dict[str, Path], dict]:
+    """Write fields, warped images, the Jacobian map, landmarks, metrics and the report;
+    returns the files written and the metrics."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"field_nrrd": write_field(state.field, state.grid, out_dir / "field.nrrd"),
@@ -38,12 +40,13 @@ def write_outputs(pair, inputs, options, state, out_dir: Path, points=None) -> d
     files["warped_moving"] = write_image(sitk.Cast(sitk.Round(warped), sitk.sitkInt16),
                                          out_dir / "warped_moving.nrrd")
     files["fixed_lungs"] = write_image(pair.fixed_lungs, out_dir / "fixed_lungs.nrrd")
+    lobes = None
     if pair.moving_lobes is not None:
         lobes = sitk.Resample(pair.moving_lobes, pair.fixed, transform,
                               sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
         files["warped_moving_lobes"] = write_image(lobes, out_dir / "warped_moving_lobes.nrrd")
-    det = jacobian_determinant(state.field.double(), state.grid).float()
-    jacobian = tensor_to_image(det, state.grid)
+    det = jacobian_determinant(state.field.double(), state.grid)
+    jacobian = tensor_to_image(det.float(), state.grid)
     files["jacobian"] = write_image(jacobian, out_dir / "jacobian.nrrd")
 
     metrics = evaluate(EvaluationInputs(
@@ -51,7 +54,7 @@ def write_outputs(pair, inputs, options, state, out_dir: Path, points=None) -> d
         fixed_points=None if points is None else points[0],
         moving_points=None if points is None else points[1],
         fixed_labels=pair.fixed_lobes, moving_labels=pair.moving_lobes,
-        mask=pair.fixed_lungs,
+        mask=pair.fixed_lungs, warped_labels=lobes, jacobian=det,
         mask_region="lung mask (given)" if inputs.fixed_mask else "lung mask (automatic)",
         protocol=TREProtocol(round_to_voxel=options.round_to_voxel, fixed=options.fixed_is),
         exclude_outside=options.exclude_outside_landmarks,
@@ -63,7 +66,7 @@ def write_outputs(pair, inputs, options, state, out_dir: Path, points=None) -> d
     if options.report:
         files["report"] = _report(pair, jacobian, warped, metrics, out_dir)
     files["metrics"] = write_json(out_dir / METRICS_FILE, metrics)
-    return files
+    return files, metrics
 
 
 def run_information(inputs, options, state) -> dict:

@@ -10,7 +10,6 @@ the outputs and the metrics (:mod:`.outputs`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 import warnings
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..device import resolve_device
 from ..errors import InputError
 from ..io.images import read_image
 from ..io.landmarks import read_landmark_pair
@@ -135,17 +135,6 @@ def prepare(inputs: RegistrationInputs) -> PreparedPair:
         pair.fixed_lobes = read_lobes(inputs.fixed_lobes)
         pair.moving_lobes = read_lobes(inputs.moving_lobes)
     return pair
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        warnings.warn("CUDA was requested but is not available: running on the CPU",
-                      stacklevel=2)
-        return torch.device("cpu")
-    return device
 
 
 def estimate_field(pair: PreparedPair, options: RegistrationOptions,
@@ -268,10 +257,9 @@ def register(inputs: RegistrationInputs, out_dir: Path,
     state = estimate_field(pair, options, progress, should_stop)
     step = StepTimer(state, progress, should_stop)
     with step("write outputs", 0.93):
-        files = write_outputs(pair, inputs, options, state, Path(out_dir), points)
+        files, metrics = write_outputs(pair, inputs, options, state, Path(out_dir), points)
     if progress is not None:
         progress(1.0, "done")
-    metrics = json.loads(files["metrics"].read_text())
     return RegistrationResult(Path(out_dir), files, metrics)
 
 

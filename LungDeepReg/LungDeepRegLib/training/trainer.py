@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
+from ..device import resolve_device
 from ..networks import MultilevelNet
 from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from .config import Config
@@ -49,12 +50,6 @@ class TrainingResult:
     model_path: Path | None  # filled in when the trained model is exported
     validation: dict[str, float]
     wall_time_s: float
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_model(config: Config) -> MultilevelNet:
