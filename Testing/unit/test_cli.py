@@ -146,3 +146,13 @@ def test_landmarks_outside_the_image(small_case, tmp_path):
     assert "outside" in accepted.stderr  # the warning names them
     landmarks = json.loads(out.read_text())["landmarks"]
     assert landmarks["after"]["n"] == 19 and landmarks["after"]["excluded"] == 1
+
+
+def test_one_sided_landmarks_are_bad_input(small_case, tmp_path):
+    out = tmp_path / "metrics.json"
+    result = lungdeepreg("evaluate", "--fixed", small_case["fixed"], "--field",
+                         small_case["field"], "--fixed-landmarks",
+                         small_case["fixed_landmarks"], "--out", out)
+    assert result.returncode == 2 and "fixed.csv" in result.stderr
+    assert "both --fixed-landmarks and --moving-landmarks" in result.stderr
+    assert not out.exists()

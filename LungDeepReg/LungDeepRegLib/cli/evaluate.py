@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import InputError
 from ..io.atomic import write_json
 from ..io.images import read_image
 from ..io.landmarks import LANDMARK_FORMATS, read_landmark_pair
@@ -56,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         exclude_outside=args.exclude_outside,
     )
     if (args.fixed_landmarks is None) != (args.moving_landmarks is None):
-        parser_error = "give both --fixed-landmarks and --moving-landmarks, or neither"
-        raise SystemExit(f"error: {parser_error}")
+        raise InputError(args.fixed_landmarks or args.moving_landmarks,
+                         "landmarks need both --fixed-landmarks and --moving-landmarks")
     if args.fixed_landmarks is not None:
         fixed_grid = Grid.from_image(fixed)
         moving_grid = Grid.from_image(read_image(args.moving)) if args.moving else fixed_grid
