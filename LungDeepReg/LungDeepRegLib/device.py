@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -20,3 +21,36 @@ def resolve_device(name: str) -> torch.device:
                       stacklevel=2)
         return torch.device("cpu")
     return device
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def thread_count(requested: int | None = None) -> int:
+    """The CPU thread policy of every command.
+
+    ``requested`` (``--threads``) wins, then ``LUNGDEEPREG_THREADS``, then ``OMP_NUM_THREADS``;
+    otherwise all CPUs of the process divided among the processes of one machine under
+    ``torchrun`` (``LOCAL_WORLD_SIZE``), so that shards never oversubscribe the cores.
+    """
+    for value in (requested, os.environ.get("LUNGDEEPREG_THREADS"),
+                  os.environ.get("OMP_NUM_THREADS")):
+        if value not in (None, "", 0, "0"):
+            return max(1, int(value))
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, cpu_count() // max(1, local_processes))
+
+
+def configure_threads(requested: int | None = None) -> int:
+    """Apply :func:`thread_count` to torch (intra-op) and SimpleITK; returns the count."""
+    import SimpleITK as sitk  # SimpleITK's filters use their own thread pool
+
+    count = thread_count(requested)
+    torch.set_num_threads(count)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(count)
+    return count

@@ -19,9 +19,9 @@ LAYERS = {
     "errors": 0, "version": 0, "device": 0, "spatial": 0,
     "io": 1, "preprocess": 1,
     "metrics": 2, "losses": 2, "networks": 2,
-    "data": 3, "models": 3, "reporting": 3,
+    "data": 3, "models": 3, "reporting": 3, "qa": 3,
     "training": 4, "pipeline": 4,
-    "logic": 5, "mrml": 5,
+    "logic": 5, "mrml": 5, "benchmarks": 5,
     "cli": 6, "__main__": 7, "__init__": 7,
 }
 FORBIDDEN_AT_MODULE_LEVEL = {"qt", "ctk", "slicer", "vtk"}

@@ -41,6 +41,9 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instance optimisation iterations per level (0: network only; "
                              "default: the tuned schedule)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: LUNGDEEPREG_THREADS, OMP_NUM_THREADS, "
+                             "else all CPUs shared among torchrun's local processes)")
     parser.add_argument("--fixed-is", choices=("inhale", "exhale"), default="inhale",
                         help="breathing phase of the fixed image (default: inhale)")
     parser.add_argument("--output-spacing", type=float, default=2.0,
@@ -79,6 +82,7 @@ def inputs_from(args: argparse.Namespace) -> RegistrationInputs:
 def options_from(args: argparse.Namespace) -> RegistrationOptions:
     return RegistrationOptions(
         model=args.model, refine_iterations=args.refine_iterations, device=args.device,
+        threads=args.threads,
         fixed_is=args.fixed_is, output_spacing_mm=args.output_spacing or None,
         write_nifti=args.nifti, exclude_outside_landmarks=args.exclude_outside,
         round_to_voxel=args.round_to_voxel, report=not args.no_report)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from ..io.atomic import write_json
 from ..io.images import write_image
@@ -83,6 +84,7 @@ def run_information(inputs, options, state) -> dict:
         "runtime_s": {k: round(v, 3) for k, v in state.runtime_s.items()},
         "total_runtime_s": round(sum(state.runtime_s.values()), 3),
         "device": state.device,
+        "cpu_threads": torch.get_num_threads(),
         "model": {"name": card.get("name", "none"), "sha256": card.get("sha256")},
         "versions": versions,
         "field_grid": state.grid.to_dict(),

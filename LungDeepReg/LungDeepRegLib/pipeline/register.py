@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..device import resolve_device
+from ..device import configure_threads, resolve_device
 from ..errors import InputError
 from ..io.images import read_image
 from ..io.landmarks import read_landmark_pair
@@ -62,6 +62,7 @@ class RegistrationOptions:
     model: str = "auto"  # auto | none | shipped name | path to .safetensors/.json
     refine_iterations: int | None = None  # None: defaults; 0: network only
     device: str = "auto"
+    threads: int | None = None  # CPU threads; None: the policy of device.thread_count
     fixed_is: str = "inhale"  # the phase of the fixed image, recorded in the outputs
     output_spacing_mm: float | None = 2.0  # None: the fixed image's own grid
     write_nifti: bool = False
@@ -252,6 +253,7 @@ def register(inputs: RegistrationInputs, out_dir: Path,
              should_stop: Callable[[], bool] | None = None) -> RegistrationResult:
     """Register one pair and write all outputs into ``out_dir`` (see :mod:`.outputs`)."""
     options = options or RegistrationOptions()
+    configure_threads(options.threads)
     pair = prepare(inputs)
     points = read_points(inputs, pair)
     state = estimate_field(pair, options, progress, should_stop)
