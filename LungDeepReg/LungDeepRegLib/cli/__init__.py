@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from ..errors import InputError
 from ..version import __version__
-from . import batch, demo, evaluate, info, planned, register, train
+from . import batch, bench, demo, evaluate, info, qa_landmarks, register, train
 
-COMMANDS = (info, register, batch, demo, evaluate, train, planned)
+COMMANDS = (info, register, batch, demo, evaluate, qa_landmarks, train, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

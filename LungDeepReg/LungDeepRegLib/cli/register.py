@@ -8,14 +8,13 @@ import warnings
 from pathlib import Path
 
 from ..io.landmarks import LANDMARK_FORMATS
+from ..mrml.job import format_progress
 from ..pipeline.register import (
     Cancelled,
     RegistrationInputs,
     RegistrationOptions,
     register,
 )
-
-PROGRESS_PREFIX = "PROGRESS"  # machine-readable lines: "PROGRESS <fraction> <step>"
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +37,8 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shipped model name, path to a .safetensors file, 'auto' (the "
                              "default model) or 'none' (instance optimisation alone)")
     parser.add_argument("--refine-iterations", type=int, default=None,
-                        help="instance optimisation iterations per level (0: network only; "
+                        help="instance optimisation iterations per level (0: network only, "
+                             "or with --model none the affine pre-alignment only; "
                              "default: the tuned schedule)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None,
@@ -89,7 +89,8 @@ def options_from(args: argparse.Namespace) -> RegistrationOptions:
 
 
 def print_progress(fraction: float, step: str) -> None:
-    print(f"{PROGRESS_PREFIX} {fraction:.3f} {step}", file=sys.stderr, flush=True)
+    """Machine-readable progress on stderr (the Slicer widget parses these lines)."""
+    print(format_progress(fraction, step), file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:

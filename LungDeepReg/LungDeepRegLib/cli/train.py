@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..logic import LungDeepRegLogic
 from ..training.config import load_config
+from .register import print_progress
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"train.output_dir={json.dumps(str(args.output.resolve()))}")
     config = load_config(args.config, overrides)
     command = shlex.join(["lungdeepreg", *sys.argv[1:]])
-    result = LungDeepRegLogic().train(config, resume=args.resume, command=command)
+    result = LungDeepRegLogic().train(config, resume=args.resume, command=command,
+                                      progress=print_progress)
     if result.status == "cancelled":
         print(f"training stopped; resume with --resume (checkpoint in {result.output_dir})")
         return 1

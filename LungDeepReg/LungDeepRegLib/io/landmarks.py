@@ -281,14 +281,17 @@ def write_markups_json(
     points_lps: np.ndarray,
     labels: list[str] | None = None,
     values: dict[str, np.ndarray] | None = None,
-    units: str = "mm",
+    units: str | dict[str, str] = "mm",
     coordinate_system: Literal["LPS", "RAS"] = "LPS",
+    descriptions: list[str] | None = None,
 ) -> Path:
     """Write a Slicer ``.mrk.json`` point list (loads in Slicer as a Fiducial node).
 
     ``points_lps`` are LPS mm; they are stored in ``coordinate_system`` (RAS negates x, y).
     Labels default to the landmark numbers 1..N. Each ``values`` entry (N values per name,
-    e.g. ``{"TRE": errors}``) becomes a per-point measurement in ``units``.
+    e.g. ``{"TRE": errors}``) becomes a per-point measurement in ``units`` (one unit for
+    all, or a unit per name, "" where a dict leaves a name out: flags are unitless).
+    ``descriptions`` (one per point) fill the control points' description column.
     """
     points = _as_points(points_lps)
     if coordinate_system not in ("LPS", "RAS"):
@@ -303,7 +306,11 @@ def write_markups_json(
          "orientation": orientation, "positionStatus": "defined"}
         for k, (label, position) in enumerate(zip(labels, stored, strict=True))
     ]
-    measurements = [_measurement(name, array, units, len(points))
+    if descriptions is not None:
+        for point, text in zip(control_points, _labels(descriptions, len(points)), strict=True):
+            point["description"] = text
+    unit_of = units if isinstance(units, dict) else dict.fromkeys(values or {}, units)
+    measurements = [_measurement(name, array, unit_of.get(name, ""), len(points))
                     for name, array in (values or {}).items()]
     markup = {"type": "Fiducial", "coordinateSystem": coordinate_system,
               "coordinateUnits": "mm", "controlPoints": control_points,
@@ -325,11 +332,14 @@ def write_csv(path: str | Path, points_lps: np.ndarray, labels: list[str] | None
     return _write_text(path, buffer.getvalue())
 
 
-def write_elastix_points(path: str | Path, points_lps: np.ndarray) -> Path:
-    """Write an elastix/transformix ``point`` file (LPS mm)."""
+def write_elastix_points(path: str | Path, points_lps: np.ndarray, grid: Grid | None = None
+                         ) -> Path:
+    """Write an elastix/transformix ``point`` file (LPS mm), or with ``grid`` an ``index``
+    file of 0-based continuous voxel indices on that grid."""
     points = _as_points(points_lps)
-    rows = [" ".join(_cells(point)) for point in points]
-    return _write_text(path, "\n".join(["point", str(len(points)), *rows]) + "\n")
+    kind, rows = ("point", points) if grid is None else ("index", grid.physical_to_index(points))
+    lines = [" ".join(_cells(row)) for row in rows]
+    return _write_text(path, "\n".join([kind, str(len(points)), *lines]) + "\n")
 
 
 def write_dirlab(path: str | Path, points_lps: np.ndarray, grid: Grid, integer: bool = True

@@ -4,6 +4,11 @@ Mattes mutual information (robust to the density change between inhale and exhal
 evaluated inside the dilated fixed lung mask when one is given, three-level pyramid,
 regular-step gradient descent with physical-shift scaling. The result is an ITK transform
 mapping fixed to moving points, like every field in the engine.
+
+Both images are first block-averaged to about ``WORKING_SPACING_MM`` voxels: an affine
+transform has 12 parameters and is found as well on 3 mm voxels as on the 0.7-1 mm voxels
+of a clinical CT, at a tenth of the cost or less (the full-resolution finest level spent
+about 2 minutes on a 512x512x141 CT with two cores).
 """
 
 from __future__ import annotations
@@ -11,18 +16,20 @@ from __future__ import annotations
 import SimpleITK as sitk
 import torch
 
+from ..preprocess.coarsen import coarsen
 from ..spatial import Grid, image_to_tensor
 
 SHRINK_FACTORS = (4, 2, 1)
 SMOOTHING_SIGMAS_MM = (4.0, 2.0, 1.0)
+WORKING_SPACING_MM = 3.0
 
 
 def affine_prealign(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image | None = None,
                     iterations: int = 100, sampling: float = 0.1, seed: int = 0
                     ) -> sitk.AffineTransform:
     """Affine transform (fixed to moving) from CT images in HU (float)."""
-    fixed = sitk.Cast(fixed, sitk.sitkFloat32)
-    moving = sitk.Cast(moving, sitk.sitkFloat32)
+    fixed = coarsen(fixed, WORKING_SPACING_MM)
+    moving = coarsen(moving, WORKING_SPACING_MM)
     initial = sitk.CenteredTransformInitializer(
         fixed, moving, sitk.AffineTransform(3),
         sitk.CenteredTransformInitializerFilter.GEOMETRY)
@@ -31,8 +38,10 @@ def affine_prealign(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(sampling, seed)
     if fixed_mask is not None:
-        radius = [max(1, round(5.0 / s)) for s in fixed_mask.GetSpacing()]
-        dilated = sitk.BinaryDilate(sitk.Cast(fixed_mask > 0, sitk.sitkUInt8), radius)
+        mask = sitk.Resample(sitk.Cast(fixed_mask > 0, sitk.sitkUInt8), fixed,
+                             sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        radius = [max(1, round(5.0 / s)) for s in mask.GetSpacing()]
+        dilated = sitk.BinaryDilate(mask, radius)
         method.SetMetricFixedMask(dilated)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(

@@ -37,6 +37,7 @@ class EvaluationInputs:
     warped_labels: sitk.Image | None = None  # moving labels warped onto fixed_labels' grid
     jacobian: torch.Tensor | None = None  # det J of ``field`` on ``field_grid``
     protocol: TREProtocol = dataclass_field(default_factory=TREProtocol)
+    moving_grid: Grid | None = None  # voxel grid that round_to_voxel snaps to (default: field)
     exclude_outside: bool = False
     landmark_source: str | None = None
 
@@ -59,9 +60,10 @@ def landmark_report(inputs: EvaluationInputs) -> dict:
                         exclude=inputs.exclude_outside)
     fixed, moving = inputs.fixed_points[keep], inputs.moving_points[keep]
     excluded = int(np.count_nonzero(~keep))
-    before = target_registration_error(fixed, moving, protocol=inputs.protocol, moving_grid=grid)
+    snap = inputs.moving_grid or grid
+    before = target_registration_error(fixed, moving, protocol=inputs.protocol, moving_grid=snap)
     after = target_registration_error(fixed, moving, inputs.field, grid, inputs.protocol,
-                                      moving_grid=grid)
+                                      moving_grid=snap)
     return {
         "protocol": inputs.protocol.to_dict(),
         "before": summarize(before, excluded=excluded),

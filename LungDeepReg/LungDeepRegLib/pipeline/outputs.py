@@ -18,8 +18,9 @@ from ..io.atomic import write_json
 from ..io.images import write_image
 from ..io.landmarks import write_markups_json
 from ..io.transforms import field_transform, write_field
-from ..metrics.landmarks import TREProtocol, map_points
-from ..spatial import jacobian_determinant, tensor_to_image
+from ..metrics.landmarks import TREProtocol
+from ..qa import find_outliers, pair_landmarks, qa_document, write_qa_json, write_qa_table
+from ..spatial import Grid, jacobian_determinant, tensor_to_image
 from ..version import __version__
 from .evaluation import EvaluationInputs, evaluate
 
@@ -58,6 +59,7 @@ def write_outputs(pair, inputs, options, state, out_dir: Path, points=None
         mask=pair.fixed_lungs, warped_labels=lobes, jacobian=det,
         mask_region="lung mask (given)" if inputs.fixed_mask else "lung mask (automatic)",
         protocol=TREProtocol(round_to_voxel=options.round_to_voxel, fixed=options.fixed_is),
+        moving_grid=Grid.from_image(pair.moving),
         exclude_outside=options.exclude_outside_landmarks,
         landmark_source=None if inputs.fixed_landmarks is None else str(inputs.fixed_landmarks),
     ))
@@ -86,24 +88,37 @@ def run_information(inputs, options, state) -> dict:
         "device": state.device,
         "cpu_threads": torch.get_num_threads(),
         "model": {"name": card.get("name", "none"), "sha256": card.get("sha256")},
+        "network_start": state.network_start,
         "versions": versions,
         "field_grid": state.grid.to_dict(),
     }
 
 
 def _landmark_files(points, metrics: dict, state, out_dir: Path) -> dict[str, Path]:
-    fixed, _ = points
+    """Landmarks with per-point TRE (``.mrk.json``) and the landmark QA:
+    outlier flags (possible annotation errors) in ``landmark_qa.json``/``.csv`` and in
+    ``metrics["landmark_qa"]`` for the report."""
+    fixed, moving = points
     per_landmark = metrics["landmarks"]["per_landmark"]
     kept = [row["index"] - 1 for row in per_landmark]
     tre = np.array([row["tre_mm"] for row in per_landmark])
     labels = [f"L{i + 1}" for i in kept]
-    predicted = map_points(fixed[kept], state.field, state.grid)
+    pairs = pair_landmarks(fixed[kept], moving[kept], state.field, state.grid, labels=labels)
+    report = find_outliers(pairs)
+    document = qa_document(pairs, report)
+    metrics["landmark_qa"] = {key: document[key] for key in (
+        "rule", "n_pairs", "n_flagged", "flagged", "summary")}
+    metrics["landmark_qa"]["flagged_pairs"] = [
+        {key: point[key] for key in ("label", "tre", "flags", "reasons")}
+        for point in document["points"] if point["flagged"]]
     return {
         "fixed_landmarks": write_markups_json(out_dir / "fixed_landmarks_tre.mrk.json",
                                               fixed[kept], labels=labels, values={"TRE": tre}),
         "predicted_landmarks": write_markups_json(
-            out_dir / "predicted_moving_landmarks.mrk.json", predicted, labels=labels,
+            out_dir / "predicted_moving_landmarks.mrk.json", pairs.mapped, labels=labels,
             values={"TRE": tre}),
+        "landmark_qa": write_qa_json(out_dir / "landmark_qa.json", document),
+        "landmark_qa_table": write_qa_table(out_dir / "landmark_qa.csv", pairs, report),
     }
 
 

@@ -32,6 +32,7 @@ from ..preprocess.crop import lung_crop_grid, normalize_ct, resample_to_grid
 from ..spatial import Grid, image_to_tensor, resample_field
 from .affine import affine_prealign
 from .fields import compose_with_affine, extend_field, output_grid
+from .network import network_from_best_start
 from .outputs import write_outputs
 from .refine import RefineConfig, refine
 
@@ -92,6 +93,7 @@ class RegistrationState:
     field: torch.Tensor | None = None  # total field on ``grid``
     grid: Grid | None = None
     model_card: dict | None = None
+    network_start: dict | None = None  # which start the network kept, and why
     device: str = "cpu"
     runtime_s: dict[str, float] = dataclass_field(default_factory=dict)
 
@@ -155,7 +157,10 @@ def estimate_field(pair: PreparedPair, options: RegistrationOptions,
         _deformable(pair, options, state, step, torch.device("cpu"))
     with step("total field", 0.9):
         state.grid = output_grid(pair.fixed, options.output_spacing_mm)
-        extended = extend_field(state.deformable, state.crop, state.grid)
+        if state.deformable is None:  # affine pre-alignment only
+            extended = torch.zeros((1, 3, *state.grid.shape))
+        else:
+            extended = extend_field(state.deformable, state.crop, state.grid)
         state.field = compose_with_affine(extended, state.grid, state.affine)
     return state
 
@@ -170,24 +175,26 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
         if model is None:
             warnings.warn(f"no model '{DEFAULT_MODEL}' is installed: registering by "
                           "optimisation alone (--model none)", stacklevel=2)
+    if model is None and options.refine_iterations == 0:
+        return  # --model none --refine-iterations 0: the affine pre-alignment alone
     config = refine_config(options.refine_iterations, after_network=model is not None)
     if model is not None:
         size = tuple(state.model_card["input"]["size_xyz"])
         with step("network", 0.2):
-            grid, fixed, moving = _crop_pair(pair, state.affine, size, device)
-            with torch.inference_mode():
-                network_field = model(fixed, moving, grid).float()
-        state.crop, state.deformable = grid, network_field
+            result = network_from_best_start(
+                model, lambda start: _crop_pair(pair, start, size, device),
+                state.affine)
+        state.crop, state.deformable, state.affine = result.grid, result.field, result.start
+        state.network_start = {"start": result.start_name, "ngf_in_lung": result.scores}
     if options.refine_iterations == 0 and model is not None:
         return
     with step("instance optimisation", 0.35):
         size = native_size(pair.fixed, pair.fixed_lungs, config.size)
-        grid, fixed, moving = _crop_pair(pair, state.affine, size, device)
+        grid, fixed, moving, mask = _crop_pair(pair, state.affine, size, device)
         initial = (None if state.deformable is None
                    else resample_field(state.deformable, state.crop, grid))
-        mask = image_to_tensor(resample_to_grid(pair.fixed_lungs, grid, "nearest", 0))[0]
         result = refine(fixed, moving, grid, initial_field=initial, config=config,
-                        fixed_mask=(mask > 0).float().to(device),
+                        fixed_mask=mask,
                         progress=_sub_progress(step.progress, 0.35, 0.9),
                         should_stop=step.should_stop)
         if result.cancelled:
@@ -221,14 +228,17 @@ def _load(model: str, device: torch.device) -> tuple[torch.nn.Module | None, dic
 
 
 def _crop_pair(pair: PreparedPair, affine: sitk.Transform, size: tuple[int, int, int],
-               device: torch.device) -> tuple[Grid, torch.Tensor, torch.Tensor]:
-    """Fixed lung crop and the affinely resampled moving image on it, network-scaled."""
+               device: torch.device
+               ) -> tuple[Grid, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fixed lung crop and the affinely resampled moving image on it, network-scaled, and
+    the fixed lung mask on the crop (float 0/1)."""
     grid = lung_crop_grid(pair.fixed, pair.fixed_lungs, size=size)
-    reference = grid.apply_to(sitk.Image(grid.size, sitk.sitkFloat32))
     fixed = resample_to_grid(pair.fixed, grid)
-    moving = sitk.Resample(pair.moving, reference, affine, sitk.sitkLinear, -1024.0)
+    # anti-aliased like the fixed image, so both have the same detail at the crop's spacing
+    moving = resample_to_grid(pair.moving, grid, transform=affine)
     as_input = lambda image: normalize_ct(image_to_tensor(image)[0]).to(device)  # noqa: E731
-    return grid, as_input(fixed), as_input(moving)
+    mask = image_to_tensor(resample_to_grid(pair.fixed_lungs, grid, "nearest", 0))[0]
+    return grid, as_input(fixed), as_input(moving), (mask > 0).float().to(device)
 
 
 def refine_config(iterations: int | None, after_network: bool) -> RefineConfig:

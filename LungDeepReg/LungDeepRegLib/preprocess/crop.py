@@ -63,8 +63,10 @@ def lung_crop_grid(ct: sitk.Image, mask: sitk.Image | None = None,
 
 def resample_to_grid(image: sitk.Image, grid: Grid,
                      interpolation: Literal["linear", "nearest"] = "linear",
-                     default: float = HU_MIN, antialias: bool = True) -> sitk.Image:
-    """``image`` resampled onto ``grid`` (identity transform, physical space), same pixel type.
+                     default: float = HU_MIN, antialias: bool = True,
+                     transform: sitk.Transform | None = None) -> sitk.Image:
+    """``image`` resampled onto ``grid`` (physical space, through ``transform`` from grid to
+    image points, default identity), same pixel type.
 
     With linear interpolation onto a coarser grid the image is first blurred with a
     Gaussian of sigma ``0.5 * sqrt(t^2 - s^2)`` mm per axis (target spacing t, source s), so
@@ -75,15 +77,16 @@ def resample_to_grid(image: sitk.Image, grid: Grid,
         raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
     source = image
     if interpolation == "linear" and antialias:
-        sigma = _antialias_sigma(image, grid)
+        source = _block_average(image, grid)
+        sigma = _antialias_sigma(source, grid)
         if max(sigma) > 0:
             # a discrete Gaussian accepts a zero width on axes that are not coarsened (the
             # recursive one does not) and stays accurate below one voxel
-            source = sitk.DiscreteGaussian(sitk.Cast(image, sitk.sitkFloat32),
+            source = sitk.DiscreteGaussian(sitk.Cast(source, sitk.sitkFloat32),
                                            [s * s for s in sigma], 64, 0.01, True)
     method = sitk.sitkLinear if interpolation == "linear" else sitk.sitkNearestNeighbor
-    return sitk.Resample(source, grid.size, sitk.Transform(), method, grid.origin, grid.spacing,
-                         grid.direction, float(default), image.GetPixelID())
+    return sitk.Resample(source, grid.size, transform or sitk.Transform(), method, grid.origin,
+                         grid.spacing, grid.direction, float(default), image.GetPixelID())
 
 
 def normalize_ct(hu: torch.Tensor) -> torch.Tensor:
@@ -121,6 +124,21 @@ def _body(ct: sitk.Image) -> sitk.Image:
     dense = sitk.BinaryThreshold(ct, BODY_THRESHOLD_HU, 1e9, 1, 0)
     ranked = sitk.RelabelComponent(sitk.ConnectedComponent(dense), sortByObjectSize=True)
     return sitk.Cast(ranked == 1, sitk.sitkUInt8)
+
+
+def _block_average(image: sitk.Image, grid: Grid) -> sitk.Image:
+    """Average whole blocks of voxels first where the target is at least twice as coarse:
+    one cheap pass (BinShrink) that leaves the Gaussian only the remaining, small width
+    (the Gaussian on a full 512x512x141 CT cost about 8 s on two cores)."""
+    same_axes = np.allclose(np.asarray(image.GetDirection()), np.asarray(grid.direction),
+                            atol=1e-6)
+    if not same_axes:
+        return image
+    ratio = np.asarray(grid.spacing) / np.asarray(image.GetSpacing())
+    factors = [max(1, int(np.floor(r))) for r in ratio]
+    if factors == [1, 1, 1]:
+        return image
+    return sitk.BinShrink(sitk.Cast(image, sitk.sitkFloat32), factors)
 
 
 def _antialias_sigma(image: sitk.Image, grid: Grid) -> list[float]:

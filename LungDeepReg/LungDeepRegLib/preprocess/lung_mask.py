@@ -11,21 +11,23 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from .coarsen import coarsen
+
 AIR_THRESHOLD_HU = -400.0
 MIN_LUNG_ML = 50.0
 
 
 def lung_labels(ct: sitk.Image, threshold: float = AIR_THRESHOLD_HU,
-                dilation_mm: float = 2.0, working_spacing_mm: float = 2.0) -> sitk.Image:
+                dilation_mm: float = 2.0, working_spacing_mm: float = 2.5) -> sitk.Image:
     """Lung label map (UInt8: 0 background, 1 left, 2 right) on the CT's grid.
 
     The morphology runs on a grid of at least ``working_spacing_mm`` (a 512x512 CT has ten
     times more voxels than the mask needs); the labels are resampled back at the end.
     """
-    working = _coarsen(ct, working_spacing_mm)
+    working = coarsen(ct, working_spacing_mm)
     labels = left_right_lungs(_lung_mask_on_grid(working, threshold, dilation_mm))
-    if working is ct:
-        return labels
+    if working.GetSize() == ct.GetSize():
+        return sitk.Cast(labels, sitk.sitkUInt8)
     return sitk.Resample(labels, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
                          sitk.sitkUInt8)
 
@@ -33,20 +35,6 @@ def lung_labels(ct: sitk.Image, threshold: float = AIR_THRESHOLD_HU,
 def lung_mask(ct: sitk.Image, **kwargs: float) -> sitk.Image:
     """Binary lung mask (UInt8, 0/1) on the CT's grid; see :func:`lung_labels`."""
     return sitk.Cast(lung_labels(ct, **kwargs) > 0, sitk.sitkUInt8)
-
-
-def _coarsen(ct: sitk.Image, spacing_mm: float) -> sitk.Image:
-    spacing = [max(s, spacing_mm) for s in ct.GetSpacing()]
-    if np.allclose(spacing, ct.GetSpacing()):
-        return ct
-    old_size, old_spacing = np.asarray(ct.GetSize()), np.asarray(ct.GetSpacing())
-    size = np.maximum(2, np.round(old_size * old_spacing / spacing)).astype(int)
-    # keep the physical extent: first voxel centre fixed, spacing adjusted to the new size
-    spacing = old_spacing * (old_size - 1) / np.maximum(size - 1, 1)
-    size, spacing = [int(n) for n in size], [float(s) for s in spacing]
-    smoothed = sitk.SmoothingRecursiveGaussian(ct, [0.5 * t for t in spacing])
-    return sitk.Resample(smoothed, size, sitk.Transform(), sitk.sitkLinear, ct.GetOrigin(),
-                         spacing, ct.GetDirection(), -1024.0, sitk.sitkFloat32)
 
 
 def _lung_mask_on_grid(ct: sitk.Image, threshold: float, dilation_mm: float) -> sitk.Image:

@@ -87,6 +87,7 @@ def write_report(inputs: ReportInputs, out_dir: str | Path, top_landmarks: int =
             _differences_section(volumes, planes, folder),
             _jacobian_section(volumes, planes, stats, folder),
             _landmarks_section(metrics.get("landmarks"), folder, top_landmarks),
+            _landmark_qa_section(metrics.get("landmark_qa")),
             _labels_section(metrics.get("labels"), folder),
             _runtime_section(metrics.get("runtime_s")),
             _software_section(metrics),
@@ -152,6 +153,22 @@ def _landmarks_section(landmarks: dict | None, folder: Path, top: int) -> Sectio
     section.tables.append(tables.tre_summary_table(landmarks))
     if count:
         section.tables.append(tables.worst_table(landmarks, 20))
+    return section
+
+
+def _landmark_qa_section(qa: dict | None) -> Section:
+    section = Section("landmark-qa", "Landmark QA: possible annotation errors")
+    if not qa:
+        section.note = "No landmarks were given: no landmark QA."
+        return section
+    rule = qa.get("rule") or {}
+    section.note = (f"{qa.get('n_flagged', 0)} of {qa.get('n_pairs', 0)} pairs flagged: TRE "
+                    f"above median + {rule.get('k', '?')} x MAD, or a pair that moves unlike "
+                    "its neighbouring pairs. Check these landmarks before trusting the TRE "
+                    "(the Slicer module's landmark QA jumps to each pair).")
+    section.tables.append(tables.landmark_qa_summary_table(qa.get("summary") or {}))
+    if qa.get("flagged_pairs"):
+        section.tables.append(tables.flagged_pairs_table(qa["flagged_pairs"]))
     return section
 
 

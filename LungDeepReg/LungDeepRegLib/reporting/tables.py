@@ -128,6 +128,27 @@ def worst_table(landmarks: dict, count: int = 20) -> str:
                  f"The {len(order)} landmarks with the largest TRE after registration")
 
 
+def landmark_qa_summary_table(summary: dict) -> str:
+    """TRE statistics of all pairs beside those of the pairs not flagged (and, after a
+    correction in Slicer, before and after it)."""
+    columns = [(key, name) for key, name in (
+        ("all", "all pairs"), ("without_flagged", "without flagged pairs"),
+        ("before_correction", "before correction"), ("after_correction", "after correction"))
+        if key in summary]
+    rows = [(name, *(fmt(summary[key].get(stat)) for key, _ in columns))
+            for stat, name in TRE_STATS if stat != "median"]
+    rows.append(("pairs", *(summary[key].get("n", MISSING) for key, _ in columns)))
+    return table(("statistic (mm)", *(name for _, name in columns)), rows,
+                 "TRE with and without the flagged pairs")
+
+
+def flagged_pairs_table(flagged: list[dict], count: int = 20) -> str:
+    rows = [(point["label"], fmt(point["tre"]), "; ".join(point.get("reasons") or []))
+            for point in flagged[:count]]
+    return table(("landmark", "TRE (mm)", "why it is flagged"), rows,
+                 f"Flagged pairs, most suspicious first (first {len(rows)})")
+
+
 def labels_table(labels: dict) -> str:
     before, after = labels.get("before") or {}, labels.get("after") or {}
     rows = []

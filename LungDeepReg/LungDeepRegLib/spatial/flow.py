@@ -92,8 +92,14 @@ def spatial_gradient(field: torch.Tensor, grid: Grid) -> torch.Tensor:
     if field.dim() != 5:
         raise ValueError(f"field must be (N, C, z, y, x), got shape {tuple(field.shape)}")
     dz, dy, dx = torch.gradient(field, dim=(2, 3, 4), edge_order=1)
-    index_gradient = torch.stack((dx, dy, dz), dim=2)  # d/d i_k in (x, y, z) index order
     inverse = np.linalg.inv(grid.index_to_physical_matrix)  # d index / d physical
+    if np.allclose(inverse, np.diag(np.diag(inverse))):
+        # axis-aligned grid (most CTs): a scale per axis, without the 3x3 contraction that
+        # cost a large share of every optimisation step
+        scales = np.diag(inverse)
+        return torch.stack([d * float(k) for d, k in zip((dx, dy, dz), scales, strict=True)],
+                           dim=2)
+    index_gradient = torch.stack((dx, dy, dz), dim=2)  # d/d i_k in (x, y, z) index order
     di_dx = torch.as_tensor(inverse, dtype=field.dtype, device=field.device)
     # d f / d x_k = sum_m d f / d i_m * d i_m / d x_k
     return torch.einsum("ncmzyx,mk->nckzyx", index_gradient, di_dx)
@@ -113,10 +119,9 @@ def jacobian_determinant(field: torch.Tensor, grid: Grid) -> torch.Tensor:
     Unlike SimpleITK's ``DisplacementFieldJacobianDeterminant`` this honours the
     direction matrix.
     """
-    j = jacobian_matrix(field, grid)
-    det = (
-        j[:, 0, 0] * (j[:, 1, 1] * j[:, 2, 2] - j[:, 1, 2] * j[:, 2, 1])
-        - j[:, 0, 1] * (j[:, 1, 0] * j[:, 2, 2] - j[:, 1, 2] * j[:, 2, 0])
-        + j[:, 0, 2] * (j[:, 1, 0] * j[:, 2, 1] - j[:, 1, 1] * j[:, 2, 0])
-    )
+    # unbind, not indexing: the backward of nine selections would allocate nine full-size
+    # zero tensors per step of an optimisation
+    (a, b, c), (d, e, f), (g, h, i) = (row.unbind(1) for row in
+                                       jacobian_matrix(field, grid).unbind(1))
+    det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
     return det.unsqueeze(1)

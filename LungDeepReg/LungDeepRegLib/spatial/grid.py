@@ -11,6 +11,7 @@ NumPy/ITK memory order ``[..., z, y, x]``; vector components stay in (x, y, z) o
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,13 +117,15 @@ class Grid:
 
     def points(self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
                ) -> torch.Tensor:
-        """Physical position of every voxel centre, shape ``(z, y, x, 3)``, LPS mm."""
-        axes = [torch.arange(n, dtype=torch.float64, device=device) for n in self.shape]
-        kk, jj, ii = torch.meshgrid(*axes, indexing="ij")
-        index = torch.stack((ii, jj, kk), dim=-1)
-        matrix = torch.as_tensor(self.index_to_physical_matrix, device=device)
-        origin = torch.as_tensor(self.origin, dtype=torch.float64, device=device)
-        return (index @ matrix.T + origin).to(dtype)
+        """Physical position of every voxel centre, shape ``(z, y, x, 3)``, LPS mm.
+
+        Grids of up to ``CACHED_POINTS_MAX_VOXELS`` share one cached tensor per dtype and
+        device (an optimisation asks for the same grid's points at every step): treat the
+        result as read-only.
+        """
+        if int(np.prod(self.size)) <= CACHED_POINTS_MAX_VOXELS:
+            return _cached_points(self, dtype, str(device))
+        return _voxel_points(self, dtype, device)
 
     def physical_to_normalized(self, points: torch.Tensor) -> torch.Tensor:
         """LPS mm ``(..., 3)`` to ``grid_sample`` coordinates (``align_corners=True``).
@@ -143,3 +146,20 @@ class Grid:
     def to_dict(self) -> dict:
         return {"size": list(self.size), "spacing": list(self.spacing),
                 "origin": list(self.origin), "direction": list(self.direction)}
+
+
+CACHED_POINTS_MAX_VOXELS = 2_000_000
+
+
+def _voxel_points(grid: Grid, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    axes = [torch.arange(n, dtype=torch.float64, device=device) for n in grid.shape]
+    kk, jj, ii = torch.meshgrid(*axes, indexing="ij")
+    index = torch.stack((ii, jj, kk), dim=-1)
+    matrix = torch.as_tensor(grid.index_to_physical_matrix, device=device)
+    origin = torch.as_tensor(grid.origin, dtype=torch.float64, device=device)
+    return (index @ matrix.T + origin).to(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_points(grid: Grid, dtype: torch.dtype, device: str) -> torch.Tensor:
+    return _voxel_points(grid, dtype, device)

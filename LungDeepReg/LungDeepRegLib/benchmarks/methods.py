@@ -1,0 +1,109 @@
+"""The registration methods a benchmark compares, by name.
+
+Each method (but ``identity``) is one child process that writes a displacement field file
+(fixed to moving, LPS mm) into its work folder; every method gets the same thread count.
+The LungDeepReg variants run the product's own command, ``python -m LungDeepRegLib register``
+(without the HTML report), so the benchmark measures what a user runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from ..spatial import Grid
+from . import elastix
+
+IDENTITY = "identity"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named method; ``register_args`` are the extra options of ``lungdeepreg register``."""
+
+    name: str
+    description: str
+    kind: str  # "lungdeepreg", "elastix" or "identity"
+    register_args: tuple[str, ...] = ()
+    refines: bool = False  # whether --refine-iterations (the bench option) applies
+
+
+METHODS = {method.name: method for method in (
+    Method(IDENTITY, "initial state: no registration (identity transform)", "identity"),
+    Method("lungdeepreg", "LungDeepReg: affine, multilevel network, instance optimisation",
+           "lungdeepreg", refines=True),
+    Method("lungdeepreg-net", "LungDeepReg network only (--refine-iterations 0)",
+           "lungdeepreg", ("--refine-iterations", "0")),
+    Method("lungdeepreg-opt", "LungDeepReg instance optimisation only (--model none)",
+           "lungdeepreg", ("--model", "none"), refines=True),
+    Method("affine", "LungDeepReg affine pre-alignment only (--model none "
+                     "--refine-iterations 0)", "lungdeepreg",
+           ("--model", "none", "--refine-iterations", "0")),
+    Method("elastix", elastix.DESCRIPTION, "elastix"),
+)}
+DEFAULT_METHODS = "lungdeepreg,lungdeepreg-net,lungdeepreg-opt,elastix,affine"
+
+
+def parse_methods(text: str) -> list[Method]:
+    """Methods of a comma list, ``identity`` first (always measured: the initial state)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise InputError("--methods", f"unknown method(s) {', '.join(unknown)}; choose from "
+                                      f"{', '.join(METHODS)}")
+    ordered = [IDENTITY] + [name for name in dict.fromkeys(names) if name != IDENTITY]
+    return [METHODS[name] for name in ordered]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every method shares: threads, device, time limit, output grid."""
+
+    threads: int = 2
+    device: str = "cpu"
+    timeout_s: float | None = None
+    refine_iterations: int | None = None  # caps the refinement (quick runs, tests)
+    output_spacing_mm: float = 2.0
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """A case's inputs as written into ``<case>/inputs``."""
+
+    fixed: Path
+    moving: Path
+    lung_mask: Path  # the fixed lung mask every method is judged in (given or automatic)
+    mask_given: bool  # False: automatic (the pipeline computes the same one itself)
+    output_grid: Grid  # where every field is evaluated
+
+
+def unavailable_reason(method: Method) -> str | None:
+    """Why ``method`` cannot run on this machine, or None."""
+    return elastix.unavailable_reason() if method.kind == "elastix" else None
+
+
+def command(method: Method, files: CaseFiles, work: Path, settings: RunSettings
+            ) -> list[str] | None:
+    """The method's command line (None for the identity, which runs nothing)."""
+    if method.kind == "identity":
+        return None
+    if method.kind == "elastix":
+        grid = files.output_grid
+        return elastix.driver_command(files.fixed, files.moving, files.lung_mask, work,
+                                      settings.threads, grid.size, grid.spacing, grid.origin)
+    args = [sys.executable, "-m", "LungDeepRegLib", "register", "--fixed", str(files.fixed),
+            "--moving", str(files.moving), "--out", str(work), "--no-report",
+            "--threads", str(settings.threads), "--device", settings.device,
+            "--output-spacing", str(settings.output_spacing_mm), *method.register_args]
+    if files.mask_given:
+        args += ["--fixed-mask", str(files.lung_mask)]
+    if method.refines and settings.refine_iterations is not None:
+        args += ["--refine-iterations", str(settings.refine_iterations)]
+    return args
+
+
+def field_file(method: Method, work: Path) -> Path:
+    """Where the method leaves its displacement field."""
+    return work / (elastix.FIELD_FILE if method.kind == "elastix" else "field.nrrd")

@@ -1,0 +1,169 @@
+"""One registration as the Slicer widget runs it: nodes out to files, outputs back as nodes.
+
+The widget itself only handles Qt; this is its scene side, so that real-MRML tests
+(``slicer-core``) cover what the module does. Before the background job, the selected nodes
+are written where the command line reads them (:func:`export_inputs`); after it, the
+command's output folder becomes nodes (:func:`load_results`). Nodes are only created once
+the job has finished, so a cancelled or failed run leaves nothing half made in the scene.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from ..io.images import read_image, write_image
+from ..io.landmarks import read_landmarks, write_csv
+from ..io.transforms import read_field
+from ..spatial import Grid
+from .colors import show_jacobian
+from .markups import markups_to_points, points_to_markups, tre_markups_by_group
+from .scene import remove_nodes
+from .segmentations import segmentation_node_to_labels
+from .tables import landmark_table, lobe_table
+from .transforms import field_to_transform_node, set_reference_roles
+from .volumes import image_to_volume_node, volume_node_to_image
+
+METRICS_FILE = "metrics.json"  # written last by the command line: its presence means done
+
+
+def export_inputs(folder: str | Path, fixed, moving, fixed_lobes=None, moving_lobes=None,
+                  fixed_landmarks=None, moving_landmarks=None) -> dict[str, Path | str]:
+    """Write the chosen nodes into ``folder``; returns keyword arguments of
+    :func:`.job.register_arguments` (inputs only).
+
+    Volumes keep their own geometry (parent transforms are not applied, so a moving volume
+    shown under an earlier result is registered as acquired). Lobes and landmarks need both
+    sides, as on the command line: one side alone is an :class:`InputError`.
+    """
+    for kind, pair in (("lobes", (fixed_lobes, moving_lobes)),
+                       ("landmarks", (fixed_landmarks, moving_landmarks))):
+        given = [node for node in pair if node is not None]
+        if len(given) == 1:
+            raise InputError(given[0].GetName(), f"{kind} need both a fixed and a moving node")
+    folder = Path(folder)
+    arguments: dict[str, Path | str] = {
+        "fixed": write_image(volume_node_to_image(fixed), folder / "fixed.nrrd"),
+        "moving": write_image(volume_node_to_image(moving), folder / "moving.nrrd"),
+    }
+    if fixed_lobes is not None and moving_lobes is not None:
+        for key, node, volume in (("fixed_lobes", fixed_lobes, fixed),
+                                  ("moving_lobes", moving_lobes, moving)):
+            labels = segmentation_node_to_labels(node, volume_node_to_image(volume))
+            arguments[key] = write_image(labels, folder / f"{key}.nrrd")
+    if fixed_landmarks is not None and moving_landmarks is not None:
+        for key, node in (("fixed_landmarks", fixed_landmarks),
+                          ("moving_landmarks", moving_landmarks)):
+            points, labels = markups_to_points(node)
+            arguments[key] = write_csv(folder / f"{key}.csv", points, labels)
+        arguments["landmark_format"] = "csv"
+    return arguments
+
+
+def pair_to_nodes(inputs, scene=None, prefix: str = "Sample") -> dict[str, object]:
+    """Volumes (and landmarks, when given) of a pair on disk (``RegistrationInputs``, for
+    example ``LungDeepRegLogic().demo_pair(folder)``) as nodes named ``prefix ...``."""
+    nodes: dict[str, object] = {}
+    for key, phase in (("fixed", "inhale"), ("moving", "exhale")):
+        image = read_image(getattr(inputs, key), kind="any")
+        nodes[key] = image_to_volume_node(image, scene, f"{prefix} {phase} ({key})")
+        path = getattr(inputs, f"{key}_landmarks")
+        if path is not None:
+            fmt = (inputs.moving_landmark_format if key == "moving" else None) \
+                or inputs.landmark_format
+            points = read_landmarks(path, fmt, Grid.from_image(image))
+            nodes[f"{key}_landmarks"] = points_to_markups(points, scene,
+                                                          f"{prefix} {phase} landmarks")
+    return nodes
+
+
+@dataclass
+class SceneResults:
+    """The nodes made from one registration's output folder, and its metrics."""
+
+    metrics: dict
+    transform: object
+    warped: object
+    jacobian: object
+    lobe_table: object | None = None
+    landmark_table: object | None = None
+    tre_markups: list = field(default_factory=list)
+    report: Path | None = None
+
+    @property
+    def folding_fraction(self) -> float:
+        return float(self.metrics["jacobian"]["folding_fraction"])
+
+    def tables(self) -> list:
+        return [t for t in (self.lobe_table, self.landmark_table) if t is not None]
+
+    def summary(self) -> str:
+        """Folding (always), then TRE and mean lobe Dice when measured: the widget's line."""
+        jacobian = self.metrics["jacobian"]
+        parts = [f"Folding {100 * self.folding_fraction:.4f} % of {jacobian['region']} "
+                 f"({jacobian['folding_count']} voxels), SD log J "
+                 f"{jacobian['sd_log_jacobian']:.3f}"]
+        if "landmarks" in self.metrics:
+            before, after = (self.metrics["landmarks"][k] for k in ("before", "after"))
+            parts.append(f"TRE {before['mean']:.2f} -> {after['mean']:.2f} mm "
+                         f"(n={after['n']})")
+        return "; ".join(parts)
+
+
+def is_finished(out_dir: str | Path) -> bool:
+    return (Path(out_dir) / METRICS_FILE).is_file()
+
+
+def load_results(out_dir: str | Path, fixed, moving, scene=None, name: str = "LungDeepReg",
+                 transform=None, warped=None, jacobian=None,
+                 previous: SceneResults | None = None) -> SceneResults:
+    """Nodes for a finished registration in ``out_dir``.
+
+    ``transform``, ``warped`` and ``jacobian`` are the user's chosen output nodes (updated in
+    place and keeping their names) or None for new ones. Tables and TRE point lists of
+    ``previous`` are replaced, so running again does not pile up old results.
+    """
+    out_dir = Path(out_dir)
+    metrics = json.loads((out_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    field_tensor, grid = read_field(out_dir / "field.nrrd")
+    transform = field_to_transform_node(field_tensor, grid, scene, _new(f"{name} transform",
+                                                                        transform), transform)
+    set_reference_roles(transform, fixed, moving)
+    warped = image_to_volume_node(read_image(out_dir / "warped_moving.nrrd", kind="any"),
+                                  scene, _new(f"{name} warped", warped), warped)
+    jacobian = image_to_volume_node(read_image(out_dir / "jacobian.nrrd", kind="any"),
+                                    scene, _new(f"{name} Jacobian", jacobian), jacobian)
+    show_jacobian(jacobian, scene)
+    results = SceneResults(metrics, transform, warped, jacobian)
+    if previous is not None:
+        remove_nodes(scene, *previous.tre_markups)
+    if "labels" in metrics:
+        results.lobe_table = lobe_table(metrics, scene, previous and previous.lobe_table,
+                                        name=f"{name} lobe overlap")
+    if "landmarks" in metrics:
+        results.landmark_table = landmark_table(metrics, scene,
+                                                previous and previous.landmark_table,
+                                                name=f"{name} landmark TRE")
+        results.tre_markups = _tre_markups(out_dir, metrics, scene, name)
+    report = out_dir / "report.html"
+    results.report = report if report.is_file() else None
+    return results
+
+
+def _new(name: str, node) -> str:
+    """The name for a new node; a node the user chose keeps its own name."""
+    return "" if node is not None else name
+
+
+def _tre_markups(out_dir: Path, metrics: dict, scene, name: str) -> list:
+    """The fixed landmarks with their TRE, one point list per error class."""
+    rows = metrics["landmarks"]["per_landmark"]
+    path = out_dir / "fixed_landmarks_tre.mrk.json"
+    if not rows or not path.is_file():
+        return []
+    points = read_landmarks(path, "mrk-json")
+    tre = [float(row["tre_mm"]) for row in rows]
+    labels = [f"L{int(row['index'])}" for row in rows]
+    return tre_markups_by_group(points, tre, scene, prefix=f"{name} TRE", labels=labels)

@@ -1,0 +1,190 @@
+"""Static checks of the Slicer module (real Slicer cannot run here): the module file, its .ui,
+its CMake packaging, and that it loads before torch is installed."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO / "LungDeepReg"
+MODULE_FILE = MODULE_DIR / "LungDeepReg.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "LungDeepReg.ui"
+ENGINE = MODULE_DIR / "LungDeepRegLib"
+GUI = MODULE_DIR / "LungDeepRegGUI"  # Qt-side panels of the widget (not Slicer modules)
+GUI_FILES = sorted(GUI.glob("*.py"))
+PANELS = [path for path in GUI_FILES if path.name != "__init__.py"]
+# engine modules the module file may import at load time: standard library only inside
+LOAD_TIME_ENGINE_MODULES = {"LungDeepRegLib.mrml.job", "LungDeepRegLib.mrml.dependencies",
+                            "LungDeepRegLib.mrml.choices"}
+
+
+def module_tree(path: Path = MODULE_FILE) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 10))
+
+
+def ui_root() -> ElementTree.Element:
+    return ElementTree.parse(UI_FILE).getroot()
+
+
+def cmake_list(text: str, variable: str) -> list[str]:
+    """The entries of ``set(<variable> ...)`` with ``${MODULE_NAME}`` expanded."""
+    match = re.search(rf"set\(\s*{variable}\s+(.*?)\)", text, re.DOTALL)
+    assert match, f"set({variable} ...) not found"
+    lines = [line.split("#")[0].strip() for line in match.group(1).splitlines()]
+    return [entry.replace("${MODULE_NAME}", "LungDeepReg") for entry in lines if entry]
+
+
+def module_files() -> tuple[set[str], set[str]]:
+    """(.py files, other files) of the engine, the GUI panels and the module's Resources,
+    module-relative."""
+    scripts, resources = {"LungDeepReg.py"}, set()
+    for root in (ENGINE, GUI, MODULE_DIR / "Resources"):
+        for path in root.rglob("*"):
+            if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            relative = path.relative_to(MODULE_DIR).as_posix()
+            (scripts if path.suffix == ".py" else resources).add(relative)
+    return scripts, resources
+
+
+def test_module_parses_with_python_310_grammar():
+    assert GUI_FILES, f"no panels in {GUI}"
+    for path in (MODULE_FILE, *GUI_FILES):
+        module_tree(path)
+
+
+def test_ui_is_well_formed_and_declares_its_custom_widgets():
+    root = ui_root()
+    assert root.tag == "ui" and root.findtext("class") == "LungDeepReg"
+    classes = {w.get("class") for w in root.iter("widget")}
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    custom = {c for c in classes if c.startswith(("qMRML", "qSlicer", "ctk"))}
+    assert custom <= declared, f"declare these in <customwidgets>: {custom - declared}"
+
+
+def ui_names_used(tree: ast.Module) -> set[str]:
+    """Every ``self.ui.<name>`` and ``ui.<name>`` in ``tree``."""
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            owner = node.value
+            if (isinstance(owner, ast.Attribute) and owner.attr == "ui"
+                    and isinstance(owner.value, ast.Name) and owner.value.id == "self") \
+                    or (isinstance(owner, ast.Name) and owner.id == "ui"):
+                used.add(node.attr)
+    return used
+
+
+@pytest.mark.parametrize("path", [MODULE_FILE, *PANELS], ids=lambda p: p.name)
+def test_every_widget_the_code_uses_exists_in_the_ui(path):
+    names = {w.get("name") for w in ui_root().iter("widget")}
+    used = ui_names_used(module_tree(path))
+    assert used, f"{path.name} uses no self.ui names?"
+    assert used <= names, f"not in {UI_FILE.name}: {sorted(used - names)}"
+
+
+def test_panels_import_the_engine_lazily():
+    """The widget creates its panels in setup(): a panel may import Qt and Slicer at load
+    time, never the engine (torch may be missing until the user agrees to install it)."""
+    for path in GUI_FILES:
+        for node in module_tree(path).body:
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
+                    alias.name for alias in node.names]
+                assert not any(n.startswith("LungDeepReg") for n in names), (path.name, names)
+
+
+def test_every_bound_widget_has_a_parameter():
+    """connectGui fails on a SlicerParameterName the parameter node does not declare."""
+    bound = {p.findtext("string") for p in ui_root().iter("property")
+             if p.get("name") == "SlicerParameterName"}
+    wrapper = next(node for node in module_tree().body if isinstance(node, ast.ClassDef)
+                   and any(getattr(d, "id", "") == "parameterNodeWrapper"
+                           for d in node.decorator_list))
+    parameters = {item.target.id for item in wrapper.body if isinstance(item, ast.AnnAssign)}
+    assert bound and bound <= parameters, f"undeclared parameters: {bound - parameters}"
+
+
+def test_module_metadata_names_category_and_sources():
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert 'self.parent.categories = ["Registration"]' in source
+    for citation in ("Hering", "mlVIRNET", "multiple anatomical constraints", "Castillo",
+                     "Vandemeulebroucke", "COPDGene", "DIR-Lab"):
+        assert citation in source, citation
+
+
+def test_module_loads_without_torch():
+    """Slicer loads every module at startup: the module file may import only the engine's
+    standard-library modules, and those must import (and answer) with torch absent."""
+    imported = {node.module for node in module_tree().body
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("LungDeep")}
+    for node in module_tree().body:
+        if isinstance(node, ast.ImportFrom) and node.module == "LungDeepRegLib.mrml":
+            imported.discard(node.module)
+            imported |= {f"LungDeepRegLib.mrml.{alias.name}" for alias in node.names}
+    assert imported <= LOAD_TIME_ENGINE_MODULES, imported - LOAD_TIME_ENGINE_MODULES
+    code = ("import sys; sys.modules['torch'] = None\n"
+            + "".join(f"import {name}\n" for name in sorted(LOAD_TIME_ENGINE_MODULES))
+            + "from LungDeepRegLib.mrml import choices\n"
+            "assert [v for _, v in choices.model_choices()] == ['auto', 'none']\n"
+            "assert choices.model_card_text('auto') == choices.NO_TORCH\n"
+            "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=MODULE_DIR)
+
+
+def test_model_choices_show_the_shipped_cards():
+    from LungDeepRegLib.models.store import model_names
+    from LungDeepRegLib.mrml import choices
+    from LungDeepRegLib.pipeline.register import DEFAULT_MODEL
+
+    values = [value for _, value in choices.model_choices()]
+    assert values == ["auto", *model_names(), "none"] and len(values) >= 3
+    assert choices.model_card_text("auto").startswith(f"# Model `{DEFAULT_MODEL}`")
+    assert choices.model_card_text("none") == choices.NO_NETWORK
+
+
+def test_module_cmakelists_lists_every_file():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "file(GLOB" not in text.replace(" ", ""), "list files by name: a glob hides gaps"
+    scripts, resources = module_files()
+    listed_scripts = cmake_list(text, "MODULE_PYTHON_SCRIPTS")
+    listed_resources = cmake_list(text, "MODULE_PYTHON_RESOURCES")
+    assert not scripts - set(listed_scripts), (
+        f"add to MODULE_PYTHON_SCRIPTS: {sorted(scripts - set(listed_scripts))}")
+    assert not resources - set(listed_resources), (
+        f"add to MODULE_PYTHON_RESOURCES: {sorted(resources - set(listed_resources))}")
+    stale = [e for e in listed_scripts + listed_resources if not (MODULE_DIR / e).is_file()]
+    assert not stale, f"listed but missing: {stale}"
+    assert len(listed_scripts) == len(set(listed_scripts))
+    assert "WITH_GENERIC_TESTS" in text
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+
+
+@pytest.mark.parametrize(("variable", "expected"), [
+    ("EXTENSION_CATEGORY", "Registration"), ("EXTENSION_DEPENDS", "PyTorch"),
+    ("EXTENSION_HOMEPAGE", "https://"), ("EXTENSION_CONTRIBUTORS", ""),
+    ("EXTENSION_DESCRIPTION", "lung"), ("EXTENSION_ICONURL", ".png"),
+    ("EXTENSION_SCREENSHOTURLS", ".png"),
+])
+def test_extension_metadata(variable, expected):
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    match = re.search(rf'set\({variable}\s+"([^"]*)"\)', text)
+    assert match and match.group(1).strip(), f"{variable} is not set"
+    assert expected in match.group(1)
+    assert "find_package(Slicer REQUIRED)" in text and "add_subdirectory(LungDeepReg)" in text
+
+
+def test_extension_images_are_in_the_repository():
+    """The icon and screenshot URLs point into this repository's main branch."""
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    urls = re.findall(r"https://raw\.githubusercontent\.com/[^/]+/[^/]+/main/(\S+?\.png)", text)
+    assert len(urls) >= 2
+    for relative in urls:
+        assert (REPO / relative).is_file(), relative
