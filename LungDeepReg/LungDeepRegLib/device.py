@@ -37,6 +37,8 @@ def thread_count(requested: int | None = None) -> int:
     ``requested`` (``--threads``) wins, then ``LUNGDEEPREG_THREADS``, then ``OMP_NUM_THREADS``;
     otherwise all CPUs of the process divided among the processes of one machine under
     ``torchrun`` (``LOCAL_WORLD_SIZE``), so that shards never oversubscribe the cores.
+    The package also makes idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``, see
+    ``LungDeepRegLib/__init__.py``), which keeps a busy machine from multiplying step times.
     """
     for value in (requested, os.environ.get("LUNGDEEPREG_THREADS"),
                   os.environ.get("OMP_NUM_THREADS")):

@@ -23,6 +23,7 @@ NA = "–"
 def to_markdown(rows: list[dict], meta: dict, plots: dict[str, Path]) -> str:
     lines = [f"# {meta.get('title', 'LungDeepReg benchmark')}", "",
              f"Measured {meta.get('date', '')} on {meta.get('hardware', '')}.", "",
+             f"Code: {meta.get('code', 'unknown')}.", "",
              f"Command: `{meta.get('command', '')}`", "", "## Protocol", ""]
     lines += [f"- **{key}**: {value}" for key, value in meta.get("protocol", {}).items()]
     lines += [f"- **method `{name}`**: {text}" for name, text in meta.get("methods", {}).items()]

@@ -12,6 +12,7 @@ import datetime
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -147,8 +148,28 @@ def metadata(args: argparse.Namespace, cases: list, methods: list, settings) -> 
     return {"benchmark": args.suite, "title": f"LungDeepReg benchmark: {args.suite}",
             "command": command_line(), "cwd": os.getcwd(),
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "hardware": hardware(), "protocol": protocol,
+            "hardware": hardware(), "code": code_version(), "protocol": protocol,
             "methods": {method.name: method.description for method in methods}}
+
+
+def code_version() -> str:
+    """The engine version and where it was imported from (git commit when there is one)."""
+    from .. import __file__ as package_file
+    from ..version import __version__
+
+    folder = Path(package_file).resolve().parent
+    text = f"lungdeepreg {__version__} from {folder}"
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10)
+        changes = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "."],
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return text
+    if commit.returncode == 0:
+        dirty = " with uncommitted changes" if changes.stdout.strip() else ""
+        text += f", git commit {commit.stdout.strip()}{dirty}"
+    return text
 
 
 def command_line() -> str:

@@ -126,8 +126,9 @@ def _report(pair, jacobian: sitk.Image, warped: sitk.Image, metrics: dict,
             out_dir: Path) -> Path:
     from ..reporting import ReportInputs, write_report
 
-    moving_on_fixed = sitk.Resample(pair.moving, pair.fixed, sitk.Transform(), sitk.sitkLinear,
-                                    -1024.0)
+    same_grid = Grid.from_image(pair.moving) == Grid.from_image(pair.fixed)
+    moving_on_fixed = pair.moving if same_grid else sitk.Resample(
+        pair.moving, pair.fixed, sitk.Transform(), sitk.sitkLinear, -1024.0)
     inputs = ReportInputs(fixed=pair.fixed, moving_on_fixed=moving_on_fixed, warped=warped,
                           jacobian=jacobian, lung_mask=pair.fixed_lungs, metrics=metrics,
                           title="LungDeepReg registration")

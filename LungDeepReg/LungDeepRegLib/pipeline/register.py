@@ -177,7 +177,6 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
                           "optimisation alone (--model none)", stacklevel=2)
     if model is None and options.refine_iterations == 0:
         return  # --model none --refine-iterations 0: the affine pre-alignment alone
-    config = refine_config(options.refine_iterations, after_network=model is not None)
     if model is not None:
         size = tuple(state.model_card["input"]["size_xyz"])
         with step("network", 0.2):
@@ -186,6 +185,8 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
                 state.affine)
         state.crop, state.deformable, state.affine = result.grid, result.field, result.start
         state.network_start = {"start": result.start_name, "ngf_in_lung": result.scores}
+    config = refine_config(options.refine_iterations,
+                           after_network=state.deformable is not None)
     if options.refine_iterations == 0 and model is not None:
         return
     with step("instance optimisation", 0.35):

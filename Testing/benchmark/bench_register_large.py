@@ -1,0 +1,166 @@
+"""Benchmark: the full ``register`` on a 512x512x141 CT pair, on the CPU, writing included.
+
+Issue target: within 60 s and under 6 GB peak memory on 2 CPU cores. The fixed image is the
+full-resolution POPI CT (``../shared/data/popi/popi_phase00.nii.gz``, 512x512x141 at
+0.98x0.98x2 mm); the moving image is a synthetic exhale made from it with a known breathing
+field (25 mm cranio-caudal at the diaphragm, with the density change of compressed lung),
+so the TRE on 300 lung points against the known motion is reported beside the time.
+
+Each variant runs as its own process through the benchmark launcher (wall time and that
+process's peak RSS); ``--baseline-ref`` also runs an older version of the engine (a git
+revision, checked out into a temporary worktree) side by side for a ratio.
+
+    python Testing/benchmark/bench_register_large.py [--threads 2] [--baseline-ref REV]
+
+Results: ``Testing/benchmark/results/register_large.{json,md}`` with the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from LungDeepRegLib.benchmarks.measure import child_environment, run_measured
+from LungDeepRegLib.data.pairs import make_pair
+from LungDeepRegLib.io.images import read_image, write_image
+from LungDeepRegLib.io.landmarks import write_csv
+from LungDeepRegLib.metrics.landmarks import map_points
+from LungDeepRegLib.preprocess import lung_labels
+from LungDeepRegLib.spatial import Grid, image_to_tensor, tensor_to_image
+
+REPO = Path(__file__).resolve().parents[2]
+CT = REPO.parent / "shared" / "data" / "popi" / "popi_phase00.nii.gz"
+RESULTS = REPO / "Testing" / "benchmark" / "results"
+SEED = 515151  # never used in training (training seeds are 0..N and 1000+)
+POINTS = 300
+
+
+def build_pair(folder: Path) -> dict[str, Path]:
+    """Fixed CT, synthetic exhale and 300 lung landmarks moved by the known field (cached)."""
+    files = {name: folder / f"{name}" for name in (
+        "fixed.nii.gz", "moving.nii.gz", "fixed_points.csv", "moving_points.csv")}
+    if all(path.is_file() for path in files.values()):
+        return files
+    folder.mkdir(parents=True, exist_ok=True)
+    ct = read_image(CT)
+    grid = Grid.from_image(ct)
+    hu, _ = image_to_tensor(ct)
+    lung, _ = image_to_tensor(lung_labels(ct))
+    pair = make_pair(hu, lung, grid, torch.Generator().manual_seed(SEED), kind="breathing",
+                     max_cc_mm=(25.0, 25.0))
+    write_image(ct, files["fixed.nii.gz"])
+    write_image(tensor_to_image(pair.moving * 4095.0 - 1024.0, grid), files["moving.nii.gz"])
+    inside = torch.nonzero(lung[0, 0] > 0).numpy()[:, ::-1].astype(float)
+    chosen = np.random.default_rng(SEED).choice(len(inside), size=POINTS, replace=False)
+    fixed_points = grid.index_to_physical(inside[chosen])
+    write_csv(files["fixed_points.csv"], fixed_points)
+    write_csv(files["moving_points.csv"], map_points(fixed_points, pair.field, grid))
+    return files
+
+
+def register_command(files: dict[str, Path], out: Path, threads: int) -> list[str]:
+    return [sys.executable, "-m", "LungDeepRegLib", "register",
+            "--fixed", str(files["fixed.nii.gz"]), "--moving", str(files["moving.nii.gz"]),
+            "--fixed-landmarks", str(files["fixed_points.csv"]),
+            "--moving-landmarks", str(files["moving_points.csv"]), "--landmark-format", "csv",
+            "--out", str(out), "--threads", str(threads)]
+
+
+def run_variant(name: str, files: dict[str, Path], work: Path, threads: int,
+                engine_path: Path | None = None) -> dict:
+    env = child_environment(threads)
+    if engine_path is not None:  # an older engine, imported ahead of the installed one
+        env["PYTHONPATH"] = os.pathsep.join([str(engine_path), env.get("PYTHONPATH", "")])
+    out = work / name
+    measured = run_measured(register_command(files, out, threads), work / f"{name}-log",
+                            timeout_s=1800, env=env)
+    row = {"variant": name, "ok": measured.ok, "wall_s": round(measured.wall_s, 2),
+           "peak_memory_gb": round(measured.peak_memory_gb, 3)}
+    if not measured.ok:
+        row["error"] = measured.failure()
+        return row
+    metrics = json.loads((out / "metrics.json").read_text())
+    row.update(tre_before_mm=metrics["landmarks"]["before"]["mean"],
+               tre_after_mm=metrics["landmarks"]["after"]["mean"],
+               folding_fraction=metrics["jacobian"]["folding_fraction"],
+               steps_s=metrics["run"]["runtime_s"],
+               outputs=sorted(p.name for p in out.iterdir()))
+    return row
+
+
+def baseline_worktree(ref: str, folder: Path) -> Path:
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(folder),
+                    ref], check=True, capture_output=True)
+    return folder / "LungDeepReg"
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Full `register` on a 512x512x141 pair ({result['date']})", "",
+             f"Command: `{result['command']}`", "",
+             f"Machine: {result['machine']}; {result['threads']} threads. Target: < 60 s "
+             "and < 6 GB, writing included.", "",
+             "| variant | wall (s) | peak memory (GB) | TRE before (mm) | TRE after (mm) | "
+             "folding | meets target |", "|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        if not row["ok"]:
+            lines.append(f"| {row['variant']} | failed: {row['error'][:80]} |||||")
+            continue
+        meets = row["wall_s"] < 60 and row["peak_memory_gb"] < 6
+        lines.append(f"| {row['variant']} | {row['wall_s']:.1f} | {row['peak_memory_gb']:.2f} "
+                     f"| {row['tre_before_mm']:.2f} | {row['tre_after_mm']:.2f} | "
+                     f"{100 * row['folding_fraction']:.4f} % | {'yes' if meets else 'no'} |")
+    for row in result["rows"]:
+        if row.get("steps_s"):
+            steps = ", ".join(f"{k} {v:.1f} s" for k, v in row["steps_s"].items())
+            lines.append(f"\n{row['variant']} steps: {steps}")
+    if len(result["rows"]) == 2 and all(r["ok"] for r in result["rows"]):
+        new, old = result["rows"]
+        lines.append(f"\nRatio current / baseline: wall {new['wall_s'] / old['wall_s']:.2f}, "
+                     f"memory {new['peak_memory_gb'] / old['peak_memory_gb']:.2f}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--baseline-ref", help="git revision to run side by side")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir())
+                        / "lungdeepreg_bench_large")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    files = build_pair(args.work / "pair")
+    rows = [run_variant("current", files, args.work, args.threads)]
+    if args.baseline_ref:
+        with tempfile.TemporaryDirectory() as folder:
+            engine = baseline_worktree(args.baseline_ref, Path(folder) / "tree")
+            try:
+                rows.append(run_variant(f"baseline {args.baseline_ref}", files, args.work,
+                                        args.threads, engine))
+            finally:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                                str(Path(folder) / "tree")], capture_output=True)
+    result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "command": shlex.join(["python", *sys.argv]), "threads": args.threads,
+              "machine": f"{platform.processor() or platform.machine()}, "
+                         f"{os.cpu_count()} CPUs, {platform.platform()}",
+              "rows": rows}
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "register_large.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.results / "register_large.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0 if all(row["ok"] for row in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
