@@ -88,18 +88,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_cases(args: argparse.Namespace) -> list:
+    wanted = [name.strip() for name in (args.cases or "").split(",") if name.strip()]
     if args.suite == "synthetic":
         from ..benchmarks.synthetic import synthetic_cases
-        wanted = {name.strip() for name in (args.cases or "").split(",") if name.strip()}
-        return synthetic_cases(args.pairs, args.ct, only=wanted or None)
+        return synthetic_cases(args.pairs, args.ct, only=set(wanted) or None)
     if args.suite == "pairs":
         from ..benchmarks.pairs import pair_cases
         return pair_cases(args.manifest, TREProtocol(args.round_to_voxel, args.fixed_is))
     if args.suite == "dirlab":
         from ..benchmarks.dirlab import discover_dirlab
-        return discover_dirlab(args.root)
+        return discover_dirlab(args.root, wanted or None)  # reads only the cases asked for
     from ..benchmarks.copdgene import discover_copdgene
-    return discover_copdgene(args.root)
+    return discover_copdgene(args.root, wanted or None)
 
 
 def select(cases: list, names: str | None) -> list:
@@ -154,10 +154,9 @@ def metadata(args: argparse.Namespace, cases: list, methods: list, settings) -> 
 
 def code_version() -> str:
     """The engine version and where it was imported from (git commit when there is one)."""
-    from .. import __file__ as package_file
     from ..version import __version__
 
-    folder = Path(package_file).resolve().parent
+    folder = Path(__file__).resolve().parents[1]  # the LungDeepRegLib package
     text = f"lungdeepreg {__version__} from {folder}"
     try:
         commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
