@@ -27,6 +27,7 @@ import torch
 from ..losses.functional import ngf_distance
 from ..spatial import Grid, warp
 
+NO_NETWORK = "affine, no network"
 CropPair = Callable[[sitk.Transform], tuple[Grid, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
@@ -47,23 +48,21 @@ def network_from_best_start(model: torch.nn.Module, crop_pair: CropPair,
     ``crop_pair(transform)`` returns the crop grid, the fixed and the moving crop (network
     intensities, the moving one resampled through ``transform``) and the fixed lung mask.
     """
-    starts = {"affine": affine, "identity": sitk.AffineTransform(3)}
     scores: dict[str, float] = {}
-    best: NetworkResult | None = None
-    for name, transform in starts.items():
+    candidates: dict[str, NetworkResult] = {}
+    for name, transform in (("affine", affine), ("identity", sitk.AffineTransform(3))):
         grid, fixed, moving, mask = crop_pair(transform)
         with torch.inference_mode():
             field = model(fixed, moving, grid).float()
             scores[name] = _ngf(fixed, warp(moving, grid, field, grid), grid, mask)
-            if name == "affine":
-                scores["affine, no network"] = _ngf(fixed, moving, grid, mask)
-                without = NetworkResult(grid, None, transform, "affine, no network", scores)
-        if best is None or scores[name] < scores[best.start_name]:
-            best = NetworkResult(grid, field, transform, name, scores)
-    if scores["affine, no network"] <= scores[best.start_name]:
-        best = without
-    best.scores = scores
-    return best
+            candidates[name] = NetworkResult(grid, field, transform, name, scores)
+            if name == "affine":  # the start itself, without the network
+                scores[NO_NETWORK] = _ngf(fixed, moving, grid, mask)
+                candidates[NO_NETWORK] = NetworkResult(grid, None, transform, NO_NETWORK,
+                                                       scores)
+    # ties go to the simpler candidate: the affine start without the network comes first
+    best = min((NO_NETWORK, "affine", "identity"), key=lambda name: scores[name])
+    return candidates[best]
 
 
 def _ngf(fixed: torch.Tensor, warped: torch.Tensor, grid: Grid, mask: torch.Tensor) -> float:
