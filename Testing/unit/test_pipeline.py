@@ -146,3 +146,23 @@ def test_register_bad_input_exits_2_and_writes_nothing(small_pair, tmp_path):
                          tmp_path / "missing.nrrd", "--out", out, "--model", "none")
     assert result.returncode == 2 and "missing.nrrd: file not found" in result.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_register_with_the_shipped_model_refines_from_the_better_start(small_pair, tmp_path):
+    """The shipped network runs from two starts; the refinement starts from the better
+    network result and from the affine alone, and records which one it continued."""
+    out = tmp_path / "out"
+    result = lungdeepreg("register", "--fixed", small_pair["fixed"], "--moving",
+                         small_pair["moving"], "--out", out, "--no-report",
+                         "--fixed-landmarks", small_pair["fixed_landmarks"],
+                         "--moving-landmarks", small_pair["moving_landmarks"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    start = metrics["run"]["network_start"]
+    assert set(start["ngf_in_lung"]) == {"affine, no network", "affine", "identity"}
+    coarse = start["ngf_in_lung_after_coarse_levels"]
+    assert len(coarse) == 2 and "affine, no network" in coarse
+    assert start["refined_from"] == min(coarse, key=coarse.get)
+    assert {"network", "instance optimisation"} <= set(metrics["run"]["runtime_s"])
+    landmarks = metrics["landmarks"]
+    assert landmarks["after"]["mean"] < 0.5 * landmarks["before"]["mean"]

@@ -13,11 +13,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import SimpleITK as sitk
 import torch
 
 from LungDeepRegLib.data import breathing_field, make_pair, random_smooth_field
 from LungDeepRegLib.io.images import read_image
+from LungDeepRegLib.pipeline.multistart import Start, refine_from_best_start
 from LungDeepRegLib.pipeline.refine import (
+    COARSE_LEVELS,
+    FINEST_LEVEL,
     RefineConfig,
     RefineResult,
     refine,
@@ -172,3 +176,55 @@ def test_refinement_grid_keeps_extent_and_never_upsamples(pair):
     extent = [s * (n - 1) for s, n in zip(grid.spacing, grid.size, strict=True)]
     coarse_extent = [s * (n - 1) for s, n in zip(coarse.spacing, coarse.size, strict=True)]
     assert coarse_extent == pytest.approx(extent)
+
+
+def test_coarse_levels_then_the_finest_do_what_one_call_does(pair, from_identity):
+    coarse = refine(pair.fixed, pair.moving, pair.grid, config=CONFIG,
+                    fixed_mask=pair.fixed_mask, run_levels=COARSE_LEVELS)
+    assert [g.size for g in coarse.grids] == [g.size for g in from_identity[0].grids[:2]]
+    finest = refine(pair.fixed, pair.moving, pair.grid, coarse.field, CONFIG,
+                    pair.fixed_mask, run_levels=FINEST_LEVEL)
+    assert [g.size for g in finest.grids] == [refinement_grid(pair.grid, CONFIG).size]
+    assert len(coarse.iterations) == 2 and len(finest.iterations) == 1
+    one_call = lung_epe(pair, from_identity[0].field)
+    assert lung_epe(pair, coarse.field) > lung_epe(pair, finest.field)
+    assert abs(lung_epe(pair, finest.field) - one_call) < 0.25 * one_call
+
+
+def test_a_one_level_pyramid_has_no_coarse_levels(pair):
+    config = RefineConfig(size=(24, 20, 24), levels=1, iterations=(3,))
+    result = refine(pair.fixed, pair.moving, pair.grid, pair.field, config,
+                    run_levels=COARSE_LEVELS)
+    assert result.iterations == [] and torch.equal(result.field, pair.field)
+
+
+def test_multistart_continues_the_start_that_matches_better(pair):
+    """The wrong start (the motion reversed) comes first, so a tie would choose it; the
+    coarse level takes no steps, so each start is judged as it is."""
+    config = RefineConfig(size=(24, 20, 24), levels=2, iterations=(0, 3), learning_rate=0.1)
+    identity = sitk.AffineTransform(3)
+    starts = [Start("reversed", identity, -pair.field, pair.grid, config),
+              Start("close", identity, pair.field, pair.grid, config)]
+    crops = []
+
+    def crop_for(transform, start_config):
+        crops.append(start_config)
+        return pair.grid, pair.fixed, pair.moving, pair.fixed_mask
+
+    result = refine_from_best_start(starts, crop_for)
+    assert result.start.name == "close" and len(crops) == 2
+    assert set(result.scores) == {"reversed", "close"}
+    assert result.scores["close"] < result.scores["reversed"]
+    assert result.refined.iterations == [0, 3] and not result.refined.cancelled
+    assert lung_epe(pair, result.refined.field) < 1.0
+
+
+def test_multistart_with_one_start_is_one_refinement(pair):
+    config = RefineConfig(size=(24, 20, 24), levels=2, iterations=(2, 2))
+    identity = sitk.AffineTransform(3)
+    result = refine_from_best_start(
+        [Start("only", identity, None, None, config)],
+        lambda transform, start_config: (pair.grid, pair.fixed, pair.moving, None))
+    assert result.scores == {} and result.refined.iterations == [2, 2]
+    with pytest.raises(ValueError):
+        refine_from_best_start([], lambda transform, start_config: None)

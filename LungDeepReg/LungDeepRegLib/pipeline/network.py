@@ -1,4 +1,4 @@
-"""The network step of the pipeline, with the choice of its starting point.
+"""The network step of the pipeline: the network from two starts, and the candidates.
 
 The shipped networks learnt breathing motion from identity-aligned synthetic pairs; after
 a lung-aware affine pre-alignment the remaining motion can look unlike anything they saw
@@ -6,14 +6,15 @@ a lung-aware affine pre-alignment the remaining motion can look unlike anything 
 a network may then add back motion the affine part removed. On the demo pair the network
 after the affine start left 6.5 mm TRE where the affine alone left 2.5 mm, while the same
 network from the unaligned crop reached 1.3 mm. Real pairs can need the affine start
-(patient shift between scans). So the network runs from both starts and the result whose
-warped moving image matches the fixed image better (NGF distance inside the lung, the
-similarity term of the loss) is kept, with its start; the instance optimisation goes on
-from there. The affine start without the network is the third candidate: on real POPI
-breathing (00 to 50) the network's output matched worse than the affine alone and the
-refinement from it ended 0.3 mm behind the refinement from the affine; a network that does
-not improve the match is not used (``field`` None), and the refinement then runs its
-schedule from identity.
+(patient shift between scans). So the network runs from both starts, and the affine start
+without the network is a third candidate: on real POPI breathing (00 to 50) the network's
+output matched worse than the affine alone.
+
+Each candidate is scored by the NGF distance inside the fixed lung (the similarity term of
+the loss, :func:`match_in_lung`). Network-only registration keeps the best of the three. The
+instance optimisation goes on from the better network result *and* from the affine start,
+and chooses between them after its coarse levels (:mod:`.multistart`): a start's match
+before the refinement did not tell which one the refinement ends better from.
 """
 
 from __future__ import annotations
@@ -41,29 +42,40 @@ class NetworkResult:
     scores: dict[str, float]  # NGF distance in the lung of each start (lower is better)
 
 
-def network_from_best_start(model: torch.nn.Module, crop_pair: CropPair,
-                            affine: sitk.AffineTransform) -> NetworkResult:
-    """Run ``model`` from the affine and the identity start; keep the better-matching one.
+def network_candidates(model: torch.nn.Module, crop_pair: CropPair,
+                       affine: sitk.AffineTransform) -> dict[str, NetworkResult]:
+    """Run ``model`` from the affine and the identity start: the two network results and
+    the affine start without the network, each scored by :func:`match_in_lung`.
 
     ``crop_pair(transform)`` returns the crop grid, the fixed and the moving crop (network
     intensities, the moving one resampled through ``transform``) and the fixed lung mask.
+    The candidates share one ``scores`` dictionary; the simplest comes first.
     """
     scores: dict[str, float] = {}
     candidates: dict[str, NetworkResult] = {}
     for name, transform in (("affine", affine), ("identity", sitk.AffineTransform(3))):
         grid, fixed, moving, mask = crop_pair(transform)
         with torch.inference_mode():
-            field = model(fixed, moving, grid).float()
-            scores[name] = _ngf(fixed, warp(moving, grid, field, grid), grid, mask)
-            candidates[name] = NetworkResult(grid, field, transform, name, scores)
             if name == "affine":  # the start itself, without the network
-                scores[NO_NETWORK] = _ngf(fixed, moving, grid, mask)
+                scores[NO_NETWORK] = match_in_lung(fixed, moving, grid, mask)
                 candidates[NO_NETWORK] = NetworkResult(grid, None, transform, NO_NETWORK,
                                                        scores)
-    # ties go to the simpler candidate: the affine start without the network comes first
-    best = min((NO_NETWORK, "affine", "identity"), key=lambda name: scores[name])
-    return candidates[best]
+            field = model(fixed, moving, grid).float()
+            scores[name] = match_in_lung(fixed, warp(moving, grid, field, grid), grid, mask)
+            candidates[name] = NetworkResult(grid, field, transform, name, scores)
+    return candidates
 
 
-def _ngf(fixed: torch.Tensor, warped: torch.Tensor, grid: Grid, mask: torch.Tensor) -> float:
+def best_candidate(candidates: dict[str, NetworkResult],
+                   names: tuple[str, ...] | None = None) -> NetworkResult:
+    """The candidate (of ``names``, default all) with the lowest score; ties go to the
+    first, the simpler one."""
+    names = names or tuple(candidates)
+    return candidates[min(names, key=lambda name: candidates[name].scores[name])]
+
+
+def match_in_lung(fixed: torch.Tensor, warped: torch.Tensor, grid: Grid,
+                  mask: torch.Tensor | None) -> float:
+    """NGF distance inside the fixed lung mask (the similarity term of the loss; lower is
+    a better match): the one score by which starts are compared."""
     return float(ngf_distance(fixed, warped, grid, mask=mask))

@@ -28,6 +28,14 @@ StopCallback = Callable[[], bool]
 REPORT_EVERY = 10  # steps between progress reports
 
 
+def sub_progress(progress: ProgressCallback | None, begin: float, end: float
+                 ) -> ProgressCallback | None:
+    """Map a part's own 0..1 progress onto ``[begin, end]`` of the whole."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(begin + (end - begin) * fraction, message)
+
+
 @dataclass
 class Level:
     """Images of one pyramid level, all on ``grid``."""

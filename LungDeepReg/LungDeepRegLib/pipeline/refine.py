@@ -67,6 +67,9 @@ from .optimise import (
 )
 
 MIN_LEVEL_VOXELS = 6
+ALL_LEVELS = slice(None)
+COARSE_LEVELS = slice(None, -1)  # every level but the finest
+FINEST_LEVEL = slice(-1, None)
 
 
 @dataclass(frozen=True)
@@ -167,17 +170,18 @@ def _pyramid(source: Level, grids: list[Grid]) -> list[Level]:
 
 
 def _coarse_to_fine(levels: list[Level], field: torch.Tensor, config: RefineConfig,
-                    steps: list[int], budget: Budget, should_stop: StopCallback | None
+                    steps: list[int], rates: list[float], budget: Budget,
+                    should_stop: StopCallback | None
                     ) -> tuple[torch.Tensor, list[list[float]], bool]:
-    """Optimise level after level from ``field`` (on the coarsest level); returns the field
-    on the finest level, the loss histories and whether it was cancelled."""
+    """Optimise level after level from ``field`` (on the coarsest level) with the learning
+    rate ``rates[i]`` on level ``i``; returns the field on the finest level, the loss
+    histories and whether it was cancelled."""
     losses: list[list[float]] = []
     for index, level in enumerate(levels):
         if index:  # mm need no rescaling between levels
             field = resample_field(field, levels[index - 1].grid, level.grid)
-        lr = config.learning_rate * 2.0 ** (len(levels) - 1 - index)
-        field, history, cancelled = optimise_level(level, field, config, lr, steps[index],
-                                                   budget, index, should_stop)
+        field, history, cancelled = optimise_level(level, field, config, rates[index],
+                                                   steps[index], budget, index, should_stop)
         losses.append(history)
         if cancelled:
             return resample_field(field, level.grid, levels[-1].grid), losses, True
@@ -195,6 +199,7 @@ def refine(
     moving_labels: torch.Tensor | None = None,
     progress: ProgressCallback | None = None,
     should_stop: StopCallback | None = None,
+    run_levels: slice = ALL_LEVELS,
 ) -> RefineResult:
     """Optimise the displacement field between ``fixed`` and ``moving`` coarse to fine.
 
@@ -211,6 +216,10 @@ def refine(
         progress: called as ``progress(fraction, message)`` during the optimisation.
         should_stop: polled every step; True ends the optimisation early, and the field
             reached so far is returned (``cancelled=True``).
+        run_levels: the pyramid levels (coarse to fine) to optimise; the others are
+            skipped. ``COARSE_LEVELS`` then ``FINEST_LEVEL`` on the returned field does
+            what one call does, with a look at the result in between (see
+            :mod:`.multistart`). Each level keeps its learning rate in the full pyramid.
     """
     config = config or RefineConfig()
     start = time.perf_counter()
@@ -218,18 +227,25 @@ def refine(
                  fixed_mask=fixed_mask, fixed_labels=fixed_labels, moving_labels=moving_labels)
     finest = refinement_grid(grid, config)
     grids = _level_grids(finest, config.levels)
+    steps = config.level_iterations()[config.levels - len(grids):]  # levels left out
+    rates = [config.learning_rate * 2.0 ** (len(grids) - 1 - i) for i in range(len(grids))]
+    selected = list(range(len(grids)))[run_levels]
     base = torch.zeros_like(fixed).expand(-1, 3, -1, -1, -1).clone() \
         if initial_field is None else initial_field.to(fixed.dtype).clone()
+    if not selected:  # e.g. the coarse levels of a one-level pyramid
+        return RefineResult(base, [], [], time.perf_counter() - start, False, [])
+    grids = grids[selected[0]:selected[-1] + 1]
+    steps, rates = steps[selected[0]:selected[-1] + 1], rates[selected[0]:selected[-1] + 1]
     labels = one_hot_pair(fixed_labels, moving_labels, config)
     mask = fixed_mask if config.use_mask else None
     levels = _pyramid(input_level(fixed, moving, grid, mask, labels), grids)
-    steps = config.level_iterations()[config.levels - len(grids):]  # levels left out
     budget = Budget(grids, steps, progress)
     with torch.enable_grad():  # a caller's torch.no_grad() must not stop the optimisation
         field, losses, cancelled = _coarse_to_fine(levels, downsample(base, grid, grids[0]),
-                                                   config, steps, budget, should_stop)
+                                                   config, steps, rates, budget, should_stop)
     # add the correction, not the coarse field itself: the detail of ``base`` stays
-    result = base + resample_field(field - downsample(base, grid, finest), finest, grid)
+    last = grids[-1]
+    result = base + resample_field(field - downsample(base, grid, last), last, grid)
     if progress is not None:
         progress(1.0, "refinement cancelled" if cancelled else "refinement done")
     return RefineResult(result.detach(), losses, [len(h) for h in losses],

@@ -29,12 +29,14 @@ from ..io.lobes import read_lobes
 from ..models.store import load_model, model_names
 from ..preprocess import lung_labels
 from ..preprocess.crop import lung_crop_grid, normalize_ct, resample_to_grid
-from ..spatial import Grid, image_to_tensor, resample_field
+from ..spatial import Grid, image_to_tensor
 from .affine import affine_prealign
 from .fields import compose_with_affine, extend_field, output_grid
-from .network import network_from_best_start
+from .multistart import Start, refine_from_best_start
+from .network import NO_NETWORK, NetworkResult, best_candidate, network_candidates
+from .optimise import sub_progress
 from .outputs import write_outputs
-from .refine import RefineConfig, refine
+from .refine import RefineConfig
 
 DEFAULT_MODEL = "lungdeepreg-popi-cpu"
 Progress = Callable[[float, str], None]
@@ -177,37 +179,37 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
                           "optimisation alone (--model none)", stacklevel=2)
     if model is None and options.refine_iterations == 0:
         return  # --model none --refine-iterations 0: the affine pre-alignment alone
+    starts = [Start(NO_NETWORK if model is not None else "affine", state.affine, None, None,
+                    refine_config(options.refine_iterations, after_network=False))]
     if model is not None:
         size = tuple(state.model_card["input"]["size_xyz"])
         with step("network", 0.2):
-            result = network_from_best_start(
-                model, lambda start: _crop_pair(pair, start, size, device),
-                state.affine)
-        state.crop, state.deformable, state.affine = result.grid, result.field, result.start
-        state.network_start = {"start": result.start_name, "ngf_in_lung": result.scores}
-    config = refine_config(options.refine_iterations,
-                           after_network=state.deformable is not None)
-    if options.refine_iterations == 0 and model is not None:
-        return
+            candidates = network_candidates(
+                model, lambda start: _crop_pair(pair, start, size, device), state.affine)
+        _keep(state, best_candidate(candidates))
+        if options.refine_iterations == 0:
+            return
+        network = best_candidate(candidates, ("affine", "identity"))
+        starts.append(Start(network.start_name, network.start, network.field, network.grid,
+                            refine_config(options.refine_iterations, after_network=True)))
     with step("instance optimisation", 0.35):
-        size = native_size(pair.fixed, pair.fixed_lungs, config.size)
-        grid, fixed, moving, mask = _crop_pair(pair, state.affine, size, device)
-        initial = (None if state.deformable is None
-                   else resample_field(state.deformable, state.crop, grid))
-        result = refine(fixed, moving, grid, initial_field=initial, config=config,
-                        fixed_mask=mask,
-                        progress=_sub_progress(step.progress, 0.35, 0.9),
-                        should_stop=step.should_stop)
-        if result.cancelled:
+        result = refine_from_best_start(
+            starts, lambda start, config: _crop_pair(
+                pair, start, native_size(pair.fixed, pair.fixed_lungs, config.size), device),
+            progress=sub_progress(step.progress, 0.35, 0.9), should_stop=step.should_stop)
+        if result.refined.cancelled:
             raise Cancelled("instance optimisation")
-        state.crop, state.deformable = grid, result.field.detach().float()
+        state.crop, state.deformable = result.grid, result.refined.field.detach().float()
+        state.affine = result.start.transform
+        if state.network_start is not None:
+            state.network_start.update(refined_from=result.start.name,
+                                       ngf_in_lung_after_coarse_levels=result.scores)
 
 
-def _sub_progress(progress: Progress | None, start: float, end: float) -> Progress | None:
-    """Map a step's own 0..1 progress onto its share of the whole registration."""
-    if progress is None:
-        return None
-    return lambda fraction, message: progress(start + (end - start) * fraction, message)
+def _keep(state: RegistrationState, result: NetworkResult) -> None:
+    """The network step's choice (the field that network-only registration writes)."""
+    state.crop, state.deformable, state.affine = result.grid, result.field, result.start
+    state.network_start = {"start": result.start_name, "ngf_in_lung": dict(result.scores)}
 
 
 def native_size(fixed: sitk.Image, lungs: sitk.Image, size: tuple[int, int, int]
