@@ -16,7 +16,9 @@ from safetensors.torch import load_file
 
 from LungDeepRegLib.errors import InputError
 from LungDeepRegLib.logic import LungDeepRegLogic
-from LungDeepRegLib.training.config import load_config
+from LungDeepRegLib.losses import TUNED_T, TUNED_WEIGHTS
+from LungDeepRegLib.pipeline.refine import RefineConfig
+from LungDeepRegLib.training.config import LossConfig, load_config
 
 TINY = """
 [model]
@@ -145,6 +147,18 @@ def test_config_errors_name_the_problem(tmp_path):
     assert config.train.learning_rate == 0.5 and config.loss.similarity == "ncc"
     with pytest.raises(InputError, match="no training data"):
         LungDeepRegLogic().train(config)
+
+
+def test_default_config_uses_the_tuned_loss_weights():
+    """default.toml, the config dataclass and the instance optimisation agree on the tuned
+    weights (one source: losses.TUNED_WEIGHTS, from the loss-weight tuning benchmark)."""
+    loss = load_config(None).loss
+    assert (loss.ngf, loss.curvature, loss.volume, loss.mask, loss.keypoints) == (
+        TUNED_WEIGHTS.ngf, TUNED_WEIGHTS.curvature, TUNED_WEIGHTS.volume, TUNED_WEIGHTS.mask,
+        TUNED_WEIGHTS.keypoints)
+    assert loss.t_coarsest == TUNED_T == RefineConfig().t
+    assert RefineConfig().loss_weights() == TUNED_WEIGHTS
+    assert LossConfig() == loss
 
 
 def test_manifest_pairs_train_unsupervised(shared_data, tmp_path):

@@ -17,6 +17,8 @@ from .functional import (
     volume_change_penalty,
 )
 from .modules import (
+    TUNED_T,
+    TUNED_WEIGHTS,
     CurvatureLoss,
     EndpointErrorLoss,
     KeypointLoss,
@@ -32,7 +34,8 @@ from .modules import (
 
 __all__ = [
     "CurvatureLoss", "EndpointErrorLoss", "KeypointLoss", "LocalNCCLoss", "LossWeights",
-    "MSELoss", "MaskAlignmentLoss", "NGFLoss", "RegistrationLoss", "VolumeChangeLoss",
+    "MSELoss", "MaskAlignmentLoss", "NGFLoss", "RegistrationLoss", "TUNED_T", "TUNED_WEIGHTS",
+    "VolumeChangeLoss",
     "curvature_regularizer", "endpoint_error", "keypoint_loss", "local_ncc", "map_points",
     "mask_alignment", "mse", "ngf_distance", "ngf_edge_parameter", "one_hot",
     "volume_change_control", "volume_change_penalty",

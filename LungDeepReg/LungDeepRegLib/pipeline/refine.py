@@ -25,22 +25,20 @@ pyramid, inside the 10-20 s share of the one-minute budget (more steps bought < 
 The correction is upsampled and ADDED to the full-resolution start, so what a network
 resolved on its finer grid stays.
 
-Tuning (synthetic breathing pairs of ``SyntheticPairSource`` on POPI phase 00 and CIP ct-64,
-seed 31337, 192x160x192 crops; mean lung EPE from identity of two pairs with 25-30 mm base
-motion, 6.7 and 9.3 mm before): the paper's alpha 10 holds (1-3 gave the same, 100: 0.65
-mm); gamma 0.01 gave 0.44 mm and gamma 0 folded 0.05-0.06 % of the lung, gamma 0.1 gave 0.39
-mm with no folding (0.3-1.0 alike); t 0.1 or 0.2 alike; learning rates 0.25-1 mm alike;
-dropping the 96x80x96 level cost 0.3 mm, dropping 24x20x24 0.1 mm. NGF on the whole crop
-instead of the lung mask gave 0.33 mm, but synthetic fields do not slide at the pleura
-as real lungs do, so the paper's restriction to the lung is kept. The coarsest level is
-what captures the largest motion: on the 30 mm test pair (48x40x48, Testing/unit/test_refine.py)
-two levels instead of three left 13.6 mm instead of 3.2 mm.
+Loss weights: ``losses.TUNED_WEIGHTS`` (alpha 30 curvature, gamma 3 volume change control,
+t 0.2), chosen by ``Testing/benchmark/tune_loss_weights.py`` over 15 settings on four
+synthetic breathing pairs of the training CT (tuning seeds ``pair_seed(31337, i)``): mean
+lung EPE 0.388 mm against 0.432 mm with the paper's alpha 10 and gamma 0.01, no folding
+(alpha 100 with gamma <= 0.1 folded); t 0.1, 0.2 and 0.5 alike
+(``Testing/benchmark/results/loss_weights.md``).
 
-Results of the defaults from identity, mean lung EPE before -> after: POPI 2.91 -> 0.26,
-7.22 -> 0.51, 6.71 -> 0.42 mm; ct-64 7.91 -> 0.32, 3.24 -> 0.31, 9.29 -> 0.37 mm; no
-folding in the lung (min det J 0.58-0.84); 31-36 s each with ONE thread while two other
-jobs held both cores (the two-thread runs were 5-20 times slower on that loaded machine).
-``after_network()`` from the truth plus smooth noise (2.05 mm): 0.24-0.47, mean 0.33 mm.
+Earlier tuning of the schedule (POPI phase 00 and CIP ct-64, seed 31337, 192x160x192 crops,
+two pairs with 25-30 mm base motion): learning rates 0.25-1 mm alike; dropping the 96x80x96
+level cost 0.3 mm, dropping 24x20x24 0.1 mm. NGF on the whole crop instead of the lung mask
+gave 0.33 mm instead of 0.39, but synthetic fields do not slide at the pleura as real lungs
+do, so the paper's restriction to the lung is kept. The coarsest level is what captures the
+largest motion: on the 30 mm test pair (48x40x48, Testing/unit/test_refine.py) two levels
+instead of three left 13.6 mm instead of 3.2 mm.
 """
 
 from __future__ import annotations
@@ -51,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..losses import LossWeights
+from ..losses import TUNED_T, TUNED_WEIGHTS, LossWeights
 from ..networks.pyramid import downsample, level_grid
 from ..spatial import Grid, resample_field
 from .optimise import (
@@ -96,11 +94,11 @@ class RefineConfig:
     levels: int = 3
     iterations: tuple[int, ...] = (100, 60, 30)
     learning_rate: float = 0.5
-    ngf: float = 1.0
-    curvature: float = 10.0
-    volume: float = 0.1
-    mask: float = 1.0
-    t: float = 0.2
+    ngf: float = TUNED_WEIGHTS.ngf
+    curvature: float = TUNED_WEIGHTS.curvature
+    volume: float = TUNED_WEIGHTS.volume
+    mask: float = TUNED_WEIGHTS.mask
+    t: float = TUNED_T
     update_sigma: float = 1.0
     tolerance: float = 1e-3
     window: int = 20

@@ -185,7 +185,7 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
         size = tuple(state.model_card["input"]["size_xyz"])
         with step("network", 0.2):
             candidates = network_candidates(
-                model, lambda start: _crop_pair(pair, start, size, device), state.affine)
+                model, lambda start: crop_inputs(pair, start, size, device), state.affine)
         _keep(state, best_candidate(candidates))
         if options.refine_iterations == 0:
             return
@@ -194,7 +194,7 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
                             refine_config(options.refine_iterations, after_network=True)))
     with step("instance optimisation", 0.35):
         result = refine_from_best_start(
-            starts, lambda start, config: _crop_pair(
+            starts, lambda start, config: crop_inputs(
                 pair, start, native_size(pair.fixed, pair.fixed_lungs, config.size), device),
             progress=sub_progress(step.progress, 0.35, 0.9), should_stop=step.should_stop)
         if result.refined.cancelled:
@@ -230,7 +230,7 @@ def _load(model: str, device: torch.device) -> tuple[torch.nn.Module | None, dic
     return network.eval(), card
 
 
-def _crop_pair(pair: PreparedPair, affine: sitk.Transform, size: tuple[int, int, int],
+def crop_inputs(pair: PreparedPair, affine: sitk.Transform, size: tuple[int, int, int],
                device: torch.device
                ) -> tuple[Grid, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fixed lung crop and the affinely resampled moving image on it, network-scaled, and

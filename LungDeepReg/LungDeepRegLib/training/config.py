@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..losses import TUNED_T, TUNED_WEIGHTS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,14 +34,14 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     similarity: str = "ngf"
-    ngf: float = 1.0
+    ngf: float = TUNED_WEIGHTS.ngf
     ngf_epsilon: float | str = "auto"
-    curvature: float = 10.0
-    mask: float = 1.0
-    volume: float = 0.01
-    keypoints: float = 0.0
+    curvature: float = TUNED_WEIGHTS.curvature
+    mask: float = TUNED_WEIGHTS.mask
+    volume: float = TUNED_WEIGHTS.volume
+    keypoints: float = TUNED_WEIGHTS.keypoints
     supervised: float = 1.0
-    t_coarsest: float = 0.2
+    t_coarsest: float = TUNED_T
 
     def t_for_stage(self, stage: int) -> float:
         """psi_t barrier: ``t_coarsest`` on the coarsest level, halved per finer level."""
