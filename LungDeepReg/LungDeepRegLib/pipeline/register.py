@@ -194,8 +194,7 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
                             refine_config(options.refine_iterations, after_network=True)))
     with step("instance optimisation", 0.35):
         result = refine_from_best_start(
-            starts, lambda start, config: crop_inputs(
-                pair, start, native_size(pair.fixed, pair.fixed_lungs, config.size), device),
+            starts, _crops_once(pair, device),
             progress=sub_progress(step.progress, 0.35, 0.9), should_stop=step.should_stop)
         if result.refined.cancelled:
             raise Cancelled("instance optimisation")
@@ -204,6 +203,22 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
         if state.network_start is not None:
             state.network_start.update(refined_from=result.start.name,
                                        ngf_in_lung_after_coarse_levels=result.scores)
+
+
+def _crops_once(pair: PreparedPair, device: torch.device
+                ) -> Callable[[sitk.Transform, RefineConfig], tuple]:
+    """``crop_inputs`` for a start, computed once per pre-alignment and size: the network's
+    affine start and the affine start alone resample the same crop."""
+    made: dict[tuple, tuple] = {}
+
+    def crop(transform: sitk.Transform, config: RefineConfig) -> tuple:
+        key = (transform.GetParameters(), transform.GetFixedParameters(), config.size)
+        if key not in made:
+            size = native_size(pair.fixed, pair.fixed_lungs, config.size)
+            made[key] = crop_inputs(pair, transform, size, device)
+        return made[key]
+
+    return crop
 
 
 def _keep(state: RegistrationState, result: NetworkResult) -> None:
