@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -56,3 +58,14 @@ def configure_threads(requested: int | None = None) -> int:
     torch.set_num_threads(count)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(count)
     return count
+
+
+@contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run the block with at most ``count`` torch CPU threads, then restore the setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(count, before)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -228,3 +228,32 @@ def test_multistart_with_one_start_is_one_refinement(pair):
     assert result.scores == {} and result.refined.iterations == [2, 2]
     with pytest.raises(ValueError):
         refine_from_best_start([], lambda transform, start_config: None)
+
+
+def test_small_levels_run_on_one_thread_and_the_setting_is_restored(pair, monkeypatch):
+    """Coarse levels use one CPU thread (OpenMP wake-ups cost more than their tiny kernels);
+    the caller's thread count is back afterwards, also when a level raises."""
+    from LungDeepRegLib.pipeline import optimise
+
+    seen: list[tuple[int, int]] = []
+    steps = optimise._adam_steps
+
+    def recording(level, *args, **kwargs):
+        seen.append((int(torch.tensor(level.grid.size).prod()), torch.get_num_threads()))
+        return steps(level, *args, **kwargs)
+
+    monkeypatch.setattr(optimise, "_adam_steps", recording)
+    monkeypatch.setattr(optimise, "ONE_THREAD_MAX_VOXELS", 20_000)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        config = RefineConfig(size=(48, 40, 48), levels=2, iterations=(2, 2))
+        refine(pair.fixed, pair.moving, pair.grid, config=config)
+        assert [threads for _, threads in seen] == [1, 2]
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(optimise, "_adam_steps", lambda *a, **k: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            refine(pair.fixed, pair.moving, pair.grid, config=config)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

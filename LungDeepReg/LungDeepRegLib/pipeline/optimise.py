@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..device import intra_op_threads
 from ..losses import RegistrationLoss, ngf_edge_parameter, one_hot
 from ..networks.pyramid import downsample, gaussian_smooth
 from ..spatial import Grid, warp
@@ -26,6 +27,12 @@ if TYPE_CHECKING:  # refine imports this module; the config is only read here
 ProgressCallback = Callable[[float, str], None]
 StopCallback = Callable[[], bool]
 REPORT_EVERY = 10  # steps between progress reports
+# Levels up to this many voxels (48x40x48 is 92 160) run on one CPU thread. Their steps are
+# hundreds of tiny kernels, and with OpenMP threads that sleep at barriers
+# (OMP_WAIT_POLICY=PASSIVE, see LungDeepRegLib/__init__.py) each kernel paid a wake-up:
+# on 2 idle cores 34 and 102 ms per step at 24x20x24 and 48x40x48 on two threads, 16 and
+# 60 ms on one (and 15/70 against 11/52 ms with the other core busy).
+ONE_THREAD_MAX_VOXELS = 200_000
 
 
 def sub_progress(progress: ProgressCallback | None, begin: float, end: float
@@ -141,6 +148,15 @@ def optimise_level(level: Level, field: torch.Tensor, config: RefineConfig,
                    should_stop: StopCallback | None
                    ) -> tuple[torch.Tensor, list[float], bool]:
     """Adam on the level's displacement field; returns (field, loss per step, cancelled)."""
+    small = field.device.type == "cpu" and np.prod(level.grid.size) <= ONE_THREAD_MAX_VOXELS
+    with intra_op_threads(1 if small else torch.get_num_threads()):
+        return _adam_steps(level, field, config, lr, steps, budget, index, should_stop)
+
+
+def _adam_steps(level: Level, field: torch.Tensor, config: RefineConfig,
+                lr: float, steps: int, budget: Budget, index: int,
+                should_stop: StopCallback | None
+                ) -> tuple[torch.Tensor, list[float], bool]:
     loss = _level_objective(level, field, config)
     parameter = field.detach().clone().requires_grad_(True)
     optimiser = torch.optim.Adam([parameter], lr=lr)

@@ -49,7 +49,8 @@ def write_outputs(pair, inputs, options, state, out_dir: Path, points=None
         files["warped_moving_lobes"] = write_image(lobes, out_dir / "warped_moving_lobes.nrrd")
     det = jacobian_determinant(state.field.double(), state.grid)
     jacobian = tensor_to_image(det.float(), state.grid)
-    files["jacobian"] = write_image(jacobian, out_dir / "jacobian.nrrd")
+    # uncompressed: a float map shrinks by a quarter for 0.7 s on a 251x251x141 grid
+    files["jacobian"] = write_image(jacobian, out_dir / "jacobian.nrrd", compress=False)
 
     metrics = evaluate(EvaluationInputs(
         field=state.field, field_grid=state.grid, fixed_image=pair.fixed,
