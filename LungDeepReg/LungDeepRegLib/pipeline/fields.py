@@ -64,7 +64,8 @@ def _outside_taper(crop: Grid, target: Grid) -> np.ndarray:
                    for a, n in enumerate(target.size)]
         x, y, z = factors
         return z[:, None, None] * y[None, :, None] * x[None, None, :]
-    index = crop.physical_to_index(target.index_to_physical(_all_indices(target)))
+    voxels = target.points(dtype=torch.float64).reshape(-1, 3).numpy()  # x fastest
+    index = crop.physical_to_index(voxels)
     outside_mm = np.linalg.norm(_beyond(index, size) * spacing, axis=1)
     return np.exp(-0.5 * (outside_mm / TAPER_MM) ** 2).reshape(target.shape)
 
@@ -72,12 +73,6 @@ def _outside_taper(crop: Grid, target: Grid) -> np.ndarray:
 def _beyond(index: np.ndarray, size: np.ndarray | int) -> np.ndarray:
     """How far (voxels) continuous indices lie outside ``0 .. size - 1``."""
     return np.maximum(-index, 0.0) + np.maximum(index - (np.asarray(size) - 1), 0.0)
-
-
-def _all_indices(grid: Grid) -> np.ndarray:
-    """Every voxel index ``(x, y, z)`` of ``grid``, x fastest (the memory order)."""
-    z, y, x = np.meshgrid(*(np.arange(n) for n in grid.shape), indexing="ij")
-    return np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1).astype(float)
 
 
 def compose_with_affine(deformable: torch.Tensor, grid: Grid,

@@ -86,10 +86,11 @@ def refine_from_best_start(starts: list[Start], crop_for: CropFor,
         coarse.append((inputs, result))
     best = min(range(len(starts)), key=lambda i: scores[starts[i].name])  # ties: first
     (inputs, first), start = coarse[best], starts[best]
-    second = refine(*inputs[1:3], inputs[0], initial_field=first.field, config=start.config,
-                    fixed_mask=inputs[3], progress=sub_progress(progress, COARSE_SHARE, 1.0),
+    grid, fixed, moving, mask = inputs
+    second = refine(fixed, moving, grid, initial_field=first.field, config=start.config,
+                    fixed_mask=mask, progress=sub_progress(progress, COARSE_SHARE, 1.0),
                     should_stop=should_stop, run_levels=FINEST_LEVEL)
-    return MultistartResult(start, inputs[0], _joined(first, second), scores)
+    return MultistartResult(start, grid, _joined(first, second), scores)
 
 
 def _refine(start: Start, inputs: CropInputs, progress: ProgressCallback | None,
