@@ -27,7 +27,7 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -40,11 +40,13 @@ from LungDeepRegLib.benchmarks.runner import endpoint_error
 from LungDeepRegLib.data.synthetic import pair_seed
 from LungDeepRegLib.device import configure_threads
 from LungDeepRegLib.io.images import read_image
+from LungDeepRegLib.losses import LossWeights
 from LungDeepRegLib.metrics.jacobian import jacobian_summary
 from LungDeepRegLib.pipeline.affine import affine_prealign
 from LungDeepRegLib.pipeline.demo import breathing_pair, sample_path
 from LungDeepRegLib.pipeline.fields import compose_with_affine, extend_field, output_grid
-from LungDeepRegLib.pipeline.refine import RefineConfig, refine
+from LungDeepRegLib.pipeline.refine import refine
+from LungDeepRegLib.pipeline.refine_config import RefineConfig
 from LungDeepRegLib.pipeline.register import PreparedPair, crop_inputs, native_size
 from LungDeepRegLib.preprocess import lung_labels
 from LungDeepRegLib.spatial import jacobian_determinant
@@ -75,9 +77,19 @@ def tuning_pairs(count: int) -> list[dict]:
     return pairs
 
 
+def setting_config(setting: dict) -> RefineConfig:
+    """RefineConfig's defaults with the setting's loss weights (``curvature``, ``volume``)
+    and other fields (``t``); the setting stays flat, as the results record it."""
+    weight_names = {item.name for item in fields(LossWeights)}
+    defaults = RefineConfig()
+    weights = {name: value for name, value in setting.items() if name in weight_names}
+    others = {name: value for name, value in setting.items() if name not in weight_names}
+    return replace(defaults, weights=replace(defaults.weights, **weights), **others)
+
+
 def run_setting(setting: dict, pair: dict) -> dict:
     grid, fixed, moving, mask = pair["inputs"]
-    config = replace(RefineConfig(), **setting)
+    config = setting_config(setting)
     started = time.perf_counter()
     result = refine(fixed, moving, grid, config=config, fixed_mask=mask)
     seconds = time.perf_counter() - started

@@ -14,11 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import LungDeepRegLib
 from LungDeepRegLib.errors import InputError
 from LungDeepRegLib.logic import LungDeepRegLogic
-from LungDeepRegLib.losses import TUNED_T, TUNED_WEIGHTS
+from LungDeepRegLib.losses import TUNED_T, TUNED_WEIGHTS, LossWeights
 from LungDeepRegLib.pipeline.refine import RefineConfig
-from LungDeepRegLib.training.config import LossConfig, load_config
+from LungDeepRegLib.training.config import LossConfig, config_from_dict, load_config
 
 TINY = """
 [model]
@@ -153,12 +154,34 @@ def test_default_config_uses_the_tuned_loss_weights():
     """default.toml, the config dataclass and the instance optimisation agree on the tuned
     weights (one source: losses.TUNED_WEIGHTS, from the loss-weight tuning benchmark)."""
     loss = load_config(None).loss
-    assert (loss.ngf, loss.curvature, loss.volume, loss.mask, loss.keypoints) == (
+    weights = loss.weights
+    assert (weights.ngf, weights.curvature, weights.volume, weights.mask, weights.keypoints) == (
         TUNED_WEIGHTS.ngf, TUNED_WEIGHTS.curvature, TUNED_WEIGHTS.volume, TUNED_WEIGHTS.mask,
         TUNED_WEIGHTS.keypoints)
     assert loss.t_coarsest == TUNED_T == RefineConfig().t
-    assert RefineConfig().loss_weights() == TUNED_WEIGHTS
+    assert RefineConfig().weights == TUNED_WEIGHTS
     assert LossConfig() == loss
+
+
+def test_loss_weights_stay_flat_keys_of_the_loss_section(tmp_path):
+    """The weights are one LossWeights inside the config, but TOML files, --set overrides,
+    Config.to_dict and the shipped model card's config block keep ``[loss] curvature = ...``."""
+    path = tmp_path / "weights.toml"
+    path.write_text("[loss]\ncurvature = 10.0\nvolume = 0.01\n")
+    config = load_config(path, ["loss.mask=0.5"])
+    assert config.loss.weights == LossWeights(curvature=10.0, volume=0.01, mask=0.5)
+    flat = config.to_dict()["loss"]
+    assert (flat["curvature"], flat["volume"], flat["mask"]) == (10.0, 0.01, 0.5)
+    assert "weights" not in flat and config_from_dict(config.to_dict()).loss == config.loss
+    with pytest.raises(InputError, match="unknown key.*weights"):
+        load_config(None, ['loss.weights={"curvature": 1}'])
+    with pytest.raises(InputError, match="curvature must be >= 0"):
+        load_config(None, ["loss.curvature=-1"])
+    card = json.loads((Path(LungDeepRegLib.__file__).parent / "models"
+                       / "lungdeepreg-popi-cpu.json").read_text())
+    shipped = config_from_dict(card["training"]["config"]).loss
+    assert shipped.weights == LossWeights(curvature=10.0, volume=0.01)  # the paper's
+    assert shipped.to_flat() == card["training"]["config"]["loss"]
 
 
 def test_manifest_pairs_train_unsupervised(shared_data, tmp_path):

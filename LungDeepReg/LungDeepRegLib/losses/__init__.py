@@ -17,6 +17,7 @@ from .functional import (
     volume_change_penalty,
 )
 from .modules import (
+    SIMILARITY_TERMS,
     TUNED_T,
     TUNED_WEIGHTS,
     CurvatureLoss,
@@ -34,7 +35,8 @@ from .modules import (
 
 __all__ = [
     "CurvatureLoss", "EndpointErrorLoss", "KeypointLoss", "LocalNCCLoss", "LossWeights",
-    "MSELoss", "MaskAlignmentLoss", "NGFLoss", "RegistrationLoss", "TUNED_T", "TUNED_WEIGHTS",
+    "MSELoss", "MaskAlignmentLoss", "NGFLoss", "RegistrationLoss", "SIMILARITY_TERMS",
+    "TUNED_T", "TUNED_WEIGHTS",
     "VolumeChangeLoss",
     "curvature_regularizer", "endpoint_error", "keypoint_loss", "local_ncc", "map_points",
     "mask_alignment", "mse", "ngf_distance", "ngf_edge_parameter", "one_hot",

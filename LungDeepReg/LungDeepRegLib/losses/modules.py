@@ -122,6 +122,8 @@ class LossWeights:
 
     Defaults are the paper's coarsest level; under our units (mm, means) they are starting
     points to tune, not final values. A weight of 0 switches a term off (not computed).
+    The one type of the weights: training's ``LossConfig`` and the instance optimisation's
+    ``RefineConfig`` each hold one instead of copies of its fields.
     """
 
     ngf: float = 1.0

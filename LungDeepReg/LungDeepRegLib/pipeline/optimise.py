@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,9 +19,7 @@ from ..device import intra_op_threads
 from ..losses import RegistrationLoss, ngf_edge_parameter, one_hot
 from ..networks.pyramid import downsample, gaussian_smooth
 from ..spatial import Grid, warp
-
-if TYPE_CHECKING:  # refine imports this module; the config is only read here
-    from .refine import RefineConfig
+from .refine_config import RefineConfig
 
 ProgressCallback = Callable[[float, str], None]
 StopCallback = Callable[[], bool]
@@ -70,7 +67,7 @@ def check_inputs(grid: Grid, **tensors: torch.Tensor | None) -> None:
 def one_hot_pair(fixed_labels: torch.Tensor | None, moving_labels: torch.Tensor | None,
                  config: RefineConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
     """One-hot label maps without background (as in training), or None if unused."""
-    if fixed_labels is None or moving_labels is None or config.mask <= 0:
+    if fixed_labels is None or moving_labels is None or config.weights.mask <= 0:
         return None
     classes = int(max(fixed_labels.max(), moving_labels.max())) + 1
     if classes < 2:
@@ -140,7 +137,7 @@ def _level_objective(level: Level, field: torch.Tensor, config: RefineConfig
     with torch.no_grad():
         warped = warp(level.moving, level.grid, field, level.grid, fill=0.0)
         edge = float(ngf_edge_parameter(level.fixed, warped, level.grid)[0])
-    return RegistrationLoss(config.loss_weights(), ngf_epsilon=edge)
+    return RegistrationLoss(config.weights, ngf_epsilon=edge)
 
 
 def optimise_level(level: Level, field: torch.Tensor, config: RefineConfig,

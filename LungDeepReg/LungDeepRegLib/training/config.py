@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..losses import TUNED_T, TUNED_WEIGHTS
+from ..losses import SIMILARITY_TERMS, TUNED_T, TUNED_WEIGHTS, LossWeights
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,6 +21,10 @@ else:  # Python 3.10
     import tomli as tomllib
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+#: Similarity weights that are not ``[loss]`` keys (``similarity`` chooses the term).
+CHOSEN_BY_SIMILARITY = tuple(name for name in SIMILARITY_TERMS if name != "ngf")
+#: The :class:`LossWeights` fields that are flat keys of ``[loss]``.
+WEIGHT_KEYS = tuple(f.name for f in fields(LossWeights) if f.name not in CHOSEN_BY_SIMILARITY)
 
 
 @dataclass
@@ -33,19 +37,48 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
+    """The ``[loss]`` section: the loss weights plus the settings that are not weights.
+
+    ``weights`` is the one type of the weights (the instance optimisation's
+    :class:`~LungDeepRegLib.pipeline.refine_config.RefineConfig` holds one too). In TOML, and
+    in :meth:`Config.to_dict` (checkpoints, model cards), they stay flat keys of ``[loss]``
+    (``curvature = 30``, ``--set loss.curvature=30``), the format files and shipped model
+    cards were written in. ``ncc`` and ``mse`` are not keys: ``similarity``
+    picks the one similarity term and ``ngf`` is its weight
+    (:meth:`~LungDeepRegLib.losses.LossWeights.with_similarity`).
+    """
+
+    weights: LossWeights = TUNED_WEIGHTS
     similarity: str = "ngf"
-    ngf: float = TUNED_WEIGHTS.ngf
     ngf_epsilon: float | str = "auto"
-    curvature: float = TUNED_WEIGHTS.curvature
-    mask: float = TUNED_WEIGHTS.mask
-    volume: float = TUNED_WEIGHTS.volume
-    keypoints: float = TUNED_WEIGHTS.keypoints
     supervised: float = 1.0
     t_coarsest: float = TUNED_T
+
+    def __post_init__(self) -> None:
+        unused = [name for name in CHOSEN_BY_SIMILARITY if getattr(self.weights, name)]
+        if unused:  # they would be dropped silently by build_loss and by to_dict
+            raise ValueError(f"loss weights {unused} are set by similarity, not directly")
 
     def t_for_stage(self, stage: int) -> float:
         """psi_t barrier: ``t_coarsest`` on the coarsest level, halved per finer level."""
         return self.t_coarsest / 2**stage
+
+    @staticmethod
+    def keys() -> list[str]:
+        """The flat keys of ``[loss]``."""
+        settings = [f.name for f in fields(LossConfig) if f.name != "weights"]
+        return settings + list(WEIGHT_KEYS)
+
+    @classmethod
+    def from_flat(cls, entries: dict[str, Any]) -> LossConfig:
+        """From flat ``[loss]`` keys; weights not given keep the tuned values."""
+        weights = {key: entries[key] for key in WEIGHT_KEYS if key in entries}
+        settings = {key: value for key, value in entries.items() if key not in WEIGHT_KEYS}
+        return cls(weights=replace(TUNED_WEIGHTS, **weights), **settings)
+
+    def to_flat(self) -> dict[str, Any]:
+        settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "weights"}
+        return {**settings, **{key: getattr(self.weights, key) for key in WEIGHT_KEYS}}
 
 
 @dataclass
@@ -80,7 +113,7 @@ class Config:
     source: str = ""  # the file it was read from (for the model card)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "loss": self.loss.to_flat()}
 
 
 SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
@@ -123,7 +156,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _build(cls: type, entries: dict[str, Any], section: str, source: Path | None) -> Any:
-    known = {f.name for f in fields(cls)}
+    known = set(LossConfig.keys()) if cls is LossConfig else {f.name for f in fields(cls)}
     unknown = sorted(set(entries) - known)
     if unknown:
         raise InputError(source or "configuration",
@@ -132,6 +165,11 @@ def _build(cls: type, entries: dict[str, Any], section: str, source: Path | None
     entries = dict(entries)
     if "input_size" in entries:
         entries["input_size"] = tuple(int(v) for v in entries["input_size"])
+    if cls is LossConfig:
+        try:
+            return LossConfig.from_flat(entries)
+        except ValueError as error:  # e.g. a negative weight (LossWeights checks them)
+            raise InputError(source or "configuration", f"[{section}]: {error}") from None
     return cls(**entries)
 
 

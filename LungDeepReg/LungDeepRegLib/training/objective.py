@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..losses import LossWeights, RegistrationLoss, endpoint_error, one_hot
+from ..losses import RegistrationLoss, endpoint_error, one_hot
 from ..spatial import warp
 from .config import LossConfig
 
@@ -24,9 +24,7 @@ NUM_LABELS = 6  # background + up to 5 lobes (left/right lungs use 1 and 2)
 
 
 def build_loss(config: LossConfig) -> RegistrationLoss:
-    weights = LossWeights(ngf=config.ngf, curvature=config.curvature, mask=config.mask,
-                          volume=config.volume, keypoints=config.keypoints)
-    weights = weights.with_similarity(config.similarity, weight=config.ngf)
+    weights = config.weights.with_similarity(config.similarity, weight=config.weights.ngf)
     epsilon = None if config.ngf_epsilon == "auto" else float(config.ngf_epsilon)
     return RegistrationLoss(weights, ngf_epsilon=epsilon)
 
@@ -42,12 +40,12 @@ def pair_loss(model: torch.nn.Module, pair: Any, loss: RegistrationLoss, config:
     fixed_lobes = warped_lobes = None
     fixed_labels = _optional(pair, "fixed_labels", device)
     moving_labels = _optional(pair, "moving_labels", device)
-    if fixed_labels is not None and moving_labels is not None and config.mask > 0:
+    if fixed_labels is not None and moving_labels is not None and config.weights.mask > 0:
         fixed_lobes = one_hot(fixed_labels.long(), NUM_LABELS, background=False)
         moving_lobes = one_hot(moving_labels.long(), NUM_LABELS, background=False)
         warped_lobes = warp(moving_lobes, grid, field, grid)  # linear, as in the paper
     points = {}
-    if getattr(pair, "fixed_points", None) is not None and config.keypoints > 0:
+    if getattr(pair, "fixed_points", None) is not None and config.weights.keypoints > 0:
         points = {"fixed_points": pair.fixed_points.to(device)[None],
                   "moving_points": pair.moving_points.to(device)[None]}
     total, terms = loss(fixed=fixed, warped=warped, field=field, grid=grid, t=t,
