@@ -1,13 +1,14 @@
 """LungDeepReg: inhale/exhale lung CT registration in 3D Slicer (the Qt side only).
 
-All else is the engine's: ``mrml.job`` (the background command), ``mrml.session`` (scene
-work), ``mrml.dependencies``. The engine (and torch) is imported on first use, so the module
-loads, and can offer to install torch, before torch is present."""
+All else is the engine's: ``mrml.runs`` (registrations that finish whether or not the panel
+is shown), ``mrml.job`` (the background command), ``mrml.session`` (scene work),
+``mrml.gpu`` and ``mrml.dependencies``; the Qt panels are in ``LungDeepRegGUI``. The engine
+(and torch) is imported on first use, so the module loads, and can offer to install torch,
+before torch is present (or while it is broken)."""
 
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Union
 
 import qt
 import slicer
@@ -21,7 +22,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from LungDeepRegLib.mrml import choices, dependencies, job
+from LungDeepRegLib.mrml import dependencies, job, runs
 
 HELP = """Registers an inhale (fixed) and an exhale (moving) lung CT: affine pre-alignment, a
 multilevel deep network, instance optimisation. Shows the field as a grid transform (fixed to
@@ -60,9 +61,14 @@ class LungDeepRegParameterNode:
     movingLobes: slicer.vtkMRMLSegmentationNode
     fixedLandmarks: slicer.vtkMRMLMarkupsFiducialNode
     movingLandmarks: slicer.vtkMRMLMarkupsFiducialNode
+    # typing.Union, not "|": the wrapper's node connectors look for a typing.Union of nodes
+    lungMask: Union[slicer.vtkMRMLSegmentationNode, slicer.vtkMRMLLabelMapVolumeNode]  # noqa: UP007
+    lungMaskSegment: str = ""  # a segment ID; "": the segments named lung or lobe
     model: str = "auto"
     device: Annotated[str, Choice(DEVICES)] = "Auto"
     refineIterations: Annotated[int, WithinRange(-1, 5000)] = -1  # -1: the tuned schedule
+    fixedIsExhale: bool = False
+    outputSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 2.0  # 0: the fixed grid
     outputTransform: slicer.vtkMRMLGridTransformNode
     outputWarped: slicer.vtkMRMLScalarVolumeNode
     outputJacobian: slicer.vtkMRMLScalarVolumeNode
@@ -92,6 +98,10 @@ def pythonSlicer() -> str:
     return found
 
 
+def workFolder() -> Path:
+    return Path(slicer.app.temporaryPath) / "LungDeepReg"
+
+
 class LungDeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -99,12 +109,10 @@ class LungDeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._guiTag = None
-        self.job = None  # the running registration
-        self.trainJob = None
-        self.runFolder = None
-        self.results = None  # mrml.session.SceneResults of the last registration
-        self.landmarkQA = None  # LungDeepRegGUI.landmark_qa_panel.LandmarkQAPanel
-        self._gpu = None
+        self.runs = None  # mrml.runs.Registrations: runs outlive the panel (and its exit)
+        # LungDeepRegGUI panels, made in setup()
+        self.results = self.device = self.models = None
+        self.landmarkQA = self.lungMask = self.training = None
         self.timer = qt.QTimer()
         self.timer.setInterval(200)
         self.timer.timeout.connect(self.onPoll)
@@ -113,50 +121,61 @@ class LungDeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/LungDeepReg.ui"))
         self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        self.ui = ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = LungDeepRegLogic()
+        self.runs = runs.Registrations(pythonSlicer, workFolder())
+        self.runs.folders.watch()  # a run's folder goes when its nodes go
         scene = slicer.mrmlScene
         self.addObserver(scene, scene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(scene, scene.EndCloseEvent, self.onSceneEndClose)
-        ui = self.ui
         ui.applyButton.clicked.connect(self.onApply)
         ui.cancelButton.clicked.connect(self.onCancel)
         ui.loadSampleButton.clicked.connect(self.onLoadSample)
-        ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
-        ui.deviceComboBox.currentIndexChanged.connect(self.updateDeviceWarning)
-        ui.placeMovingCheckBox.toggled.connect(self.updateMovingPlacement)
-        ui.showWarpedButton.clicked.connect(lambda: self.showOverlay(self.results.warped))
-        ui.showJacobianButton.clicked.connect(lambda: self.showOverlay(self.results.jacobian))
-        ui.openReportButton.clicked.connect(self.onOpenReport)
-        ui.trainButton.clicked.connect(self.onTrain)
-        ui.trainCancelButton.clicked.connect(self.onTrainCancel)
-        from LungDeepRegGUI.landmark_qa_panel import LandmarkQAPanel  # Qt side, not a module
-
-        self.landmarkQA = LandmarkQAPanel(ui, lambda: self._parameterNode, self.ensureDependencies)
-        self.fillModels()
+        self.makePanels()
         self.initializeParameterNode()
 
+    def makePanels(self):
+        from LungDeepRegGUI.device_panel import DevicePanel  # Qt side, not modules
+        from LungDeepRegGUI.landmark_qa_panel import LandmarkQAPanel
+        from LungDeepRegGUI.lung_mask_panel import LungMaskPanel
+        from LungDeepRegGUI.model_panel import ModelPanel
+        from LungDeepRegGUI.results_panel import ResultsPanel
+        from LungDeepRegGUI.train_panel import TrainPanel
+
+        ui, parameters = self.ui, lambda: self._parameterNode
+        self.device = DevicePanel(ui, pythonSlicer)
+        self.models = ModelPanel(ui, parameters, self.device.reset)
+        self.ensureDependencies = self.models.ensureDependencies
+        self.landmarkQA = LandmarkQAPanel(ui, parameters, self.ensureDependencies)
+        self.lungMask = LungMaskPanel(ui, parameters, self.ensureDependencies, pythonSlicer,
+                                      workFolder, self.onJobsChanged)
+        self.training = TrainPanel(ui, lambda: ui.deviceComboBox.currentText.lower(),
+                                   self.ensureDependencies, pythonSlicer, self.onJobsChanged)
+        self.results = ResultsPanel(ui, self.runs, self.logic.getParameterNode,
+                                    lambda results: self.landmarkQA.onNewResult())
+
     def cleanup(self):
-        self.onCancel()
-        self.onTrainCancel()
+        self.runs.cancel()
+        self.runs.folders.unwatch()
+        self.runs.folders.clear()  # Slicer exits: its temporary run folders go too
+        self.training.onCancel()
         self.timer.stop()
-        if self.landmarkQA is not None:
-            self.landmarkQA.stop()
+        self.landmarkQA.stop()
         self.removeObservers()
 
     def enter(self):
         self.initializeParameterNode()
-        self.updateDeviceWarning()
+        self.device.start()  # once, in a child process: no CUDA context in Slicer's
+        self.onJobsChanged()
 
     def exit(self):
-        self.setParameterNode(None)
+        self.setParameterNode(None)  # running jobs go on: self.runs holds their nodes
 
     def onSceneStartClose(self, caller, event):
-        if self.job is not None:
-            self.onCancel()
+        self.runs.close_scene()  # cancels a run, deletes temporary run folders
+        self.lungMask.onSceneClose()
         self.landmarkQA.onSceneClose()
-        self.results = None
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -179,168 +198,57 @@ class LungDeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._guiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
-            index = self.ui.modelComboBox.findData(self._parameterNode.model)
-            self.ui.modelComboBox.setCurrentIndex(max(index, 0))
+            self.models.select(self._parameterNode.model)
             self.updateButtons()
 
     def updateButtons(self, caller=None, event=None):
-        problem = self.inputProblem()
-        self.ui.applyButton.enabled = not problem and self.job is None
+        running = self.runs.current is not None
+        problem = "No parameters."
+        if self._parameterNode:
+            problem = runs.RunRequest.from_parameters(self._parameterNode).problem()
+        self.ui.applyButton.enabled = not problem and not running
         self.ui.applyButton.toolTip = problem or "Register in a background process."
-        self.ui.cancelButton.enabled = self.job is not None
-        self.ui.trainButton.enabled = self.trainJob is None
-        self.ui.trainCancelButton.enabled = self.trainJob is not None
-        for button in (self.ui.showWarpedButton, self.ui.showJacobianButton):
-            button.enabled = self.results is not None
-        self.ui.openReportButton.enabled = bool(self.results and self.results.report)
-
-    def inputProblem(self):
-        p = self._parameterNode
-        if not (p and p.fixedVolume and p.movingVolume) or p.fixedVolume == p.movingVolume:
-            return "Select two different volumes."
-        inputs = (p.fixedVolume, p.movingVolume)
-        if any(node is not None and node in inputs for node in (p.outputWarped, p.outputJacobian)):
-            return "An output volume would overwrite an input volume."
-        return ""
-
-    def fillModels(self):
-        self.ui.modelComboBox.clear()
-        for label, value in choices.model_choices():
-            self.ui.modelComboBox.addItem(label, value)
-
-    def onModelChanged(self, index):
-        value = self.ui.modelComboBox.itemData(index)
-        if self._parameterNode and value:
-            self._parameterNode.model = value
-        if value:
-            self.ui.modelCardBrowser.setMarkdown(choices.model_card_text(value))
-
-    def updateDeviceWarning(self, *unused):
-        if self._gpu is None:
-            self._gpu = dependencies.probe_gpu()
-        choice = self._parameterNode.device if self._parameterNode else "Auto"
-        self.ui.deviceWarningLabel.text = dependencies.device_warning(choice, *self._gpu)
-
-    def ensureDependencies(self):
-        try:
-            ready = dependencies.ensure_dependencies(slicer.util.confirmOkCancelDisplay)
-        except dependencies.DependencyError as error:
-            slicer.util.errorDisplay(str(error))
-            return False
-        if ready and self.ui.modelComboBox.count <= 2:
-            self.fillModels()  # torch was just installed: the model list can be read now
-            self._gpu = None
-        return ready
+        self.ui.cancelButton.enabled = running
+        self.training.updateButtons()
+        self.results.updateButtons()
 
     def onApply(self):
-        p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Registration could not start.", waitCursor=True):
             if not self.ensureDependencies():
                 return
-            from LungDeepRegLib.mrml import session
-
-            base = self.ui.outputFolderPathLineEdit.currentPath or Path(
-                slicer.app.temporaryPath, "LungDeepReg")
-            self.runFolder = job.make_run_folder(base, p.fixedVolume.GetName())
-            try:
-                inputs = session.export_inputs(
-                    self.runFolder / "inputs", p.fixedVolume, p.movingVolume, p.fixedLobes,
-                    p.movingLobes, p.fixedLandmarks, p.movingLandmarks)
-            except Exception:
-                shutil.rmtree(self.runFolder, ignore_errors=True)
-                raise
-            arguments = job.register_arguments(
-                out=self.runFolder / "registration", model=p.model, device=p.device.lower(),
-                refine_iterations=None if p.refineIterations < 0 else p.refineIterations,
-                report=p.writeReport, **inputs)
-            argv, env = job.build_command(pythonSlicer(), arguments)
-            self.ui.logTextEdit.setPlainText(" ".join(argv))
+            folder = self.ui.outputFolderPathLineEdit.currentPath
+            run = self.runs.start(runs.RunRequest.from_parameters(self._parameterNode, folder))
+            self.ui.logTextEdit.setPlainText(" ".join(run.job.argv))
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = "Starting..."
-            self.job = job.BackgroundJob(argv, env, cleanup=self.runFolder).start()
-            self.timer.start()
-        self.updateButtons()
+            self.ui.resultWarningLabel.text = ""
+        self.onJobsChanged()
 
     def onCancel(self):
-        if self.job is not None:
-            self.job.cancel()  # kills the process tree and deletes the run folder
-            self.job = None
+        if self.runs.cancel():  # returns at once; the kill finishes in the background
             self.ui.statusLabel.text = "Cancelled: nothing was added to the scene."
+        self.onJobsChanged()
+
+    def onJobsChanged(self):
         self.updateButtons()
+        self.timer.start()  # onPoll stops it when nothing is left to follow
 
     def onPoll(self):
-        if self.job is not None:
-            self.pump(self.job, self.ui.progressBar, self.ui.logTextEdit, self.ui.statusLabel)
-            if self.job.finished:
-                self.onRegistrationFinished()
-        if self.trainJob is not None:
-            self.pump(self.trainJob, self.ui.trainProgressBar, self.ui.trainLogTextEdit, None)
-            if self.trainJob.finished:
-                self.onTrainingFinished()
-        if self.job is None and self.trainJob is None:
+        """Also while the module is not shown: a run ends in the scene either way."""
+        from LungDeepRegGUI.progress import pump
+
+        if self.runs.current is not None:
+            pump(self.runs.current.job, self.ui.progressBar, self.ui.logTextEdit,
+                 self.ui.statusLabel)
+            if self.runs.finished:
+                self.results.onFinished()
+                self.updateButtons()
+        self.training.poll()
+        self.lungMask.poll()
+        self.device.update()
+        busy = self.runs.current or self.training.job or self.lungMask.running
+        if not busy and not self.device.waiting:
             self.timer.stop()
-
-    @staticmethod
-    def pump(backgroundJob, progressBar, log, status):
-        for line in backgroundJob.poll():
-            log.appendPlainText(line)
-        if backgroundJob.progress is not None:
-            fraction, step = backgroundJob.progress
-            progressBar.value = int(round(100 * fraction))
-            if status is not None:
-                status.text = step
-
-    def onRegistrationFinished(self):
-        finished, self.job = self.job, None
-        self.updateButtons()
-        if finished.returncode != 0:
-            finished.discard()
-            self.ui.statusLabel.text = "Registration failed; see the log."
-            lines = self.ui.logTextEdit.toPlainText().strip().splitlines()
-            slicer.util.errorDisplay("Registration failed:\n" + "\n".join(lines[-5:]))
-            return
-        with slicer.util.tryWithErrorDisplay("Could not load the results.", waitCursor=True):
-            self.showResults()
-
-    def showResults(self):
-        from LungDeepRegLib.mrml import session
-
-        p = self._parameterNode
-        self.results = session.load_results(
-            self.runFolder / "registration", p.fixedVolume, p.movingVolume,
-            transform=p.outputTransform, warped=p.outputWarped, jacobian=p.outputJacobian,
-            previous=self.results)
-        p.outputTransform, p.outputWarped, p.outputJacobian = (
-            self.results.transform, self.results.warped, self.results.jacobian)
-        self.ui.foldingLabel.text = self.results.summary()
-        self.ui.statusLabel.text = f"Done. Files in {self.runFolder / 'registration'}"
-        tables = self.results.tables()
-        if tables:
-            self.ui.tableSelector.setCurrentNode(tables[-1])
-        self.updateMovingPlacement()
-        self.showOverlay(self.results.warped)
-        self.landmarkQA.onNewResult()  # a running QA reads the new field
-        self.updateButtons()
-
-    def showOverlay(self, foreground):
-        """``foreground`` (warped or Jacobian) over the fixed volume in the slice views."""
-        slicer.util.setSliceViewerLayers(
-            background=self._parameterNode.fixedVolume, foreground=foreground,
-            foregroundOpacity=0.5, fit=True)
-
-    def updateMovingPlacement(self, *unused):
-        """Moving under the result transform (non-destructive), or back in its own space."""
-        moving = self._parameterNode.movingVolume if self._parameterNode else None
-        if moving is None or self.results is None:
-            return
-        ours = self.results.transform.GetID()
-        if self.ui.placeMovingCheckBox.checked:
-            moving.SetAndObserveTransformNodeID(ours)
-        elif moving.GetTransformNodeID() == ours:
-            moving.SetAndObserveTransformNodeID(None)
-
-    def onOpenReport(self):
-        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self.results.report)))
 
     def onLoadSample(self):
         with slicer.util.tryWithErrorDisplay("Could not load the sample pair.", waitCursor=True):
@@ -348,57 +256,23 @@ class LungDeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             from LungDeepRegLib.mrml import session
 
-            folder = Path(slicer.app.temporaryPath) / "LungDeepReg" / "sample"
-            nodes = session.pair_to_nodes(self.logic.demo_pair(folder))
+            nodes = session.pair_to_nodes(self.logic.demo_pair(workFolder() / "sample"))
             p = self._parameterNode
             p.fixedVolume, p.movingVolume = nodes["fixed"], nodes["moving"]
             p.fixedLandmarks = nodes["fixed_landmarks"]
             p.movingLandmarks = nodes["moving_landmarks"]
             slicer.util.setSliceViewerLayers(background=nodes["fixed"], fit=True)
 
-    def onTrain(self):
-        output = self.ui.trainOutputPathLineEdit.currentPath
-        if not output:
-            slicer.util.errorDisplay("Choose an output folder for the training run.")
-            return
-        with slicer.util.tryWithErrorDisplay("Training could not start.", waitCursor=True):
-            if not self.ensureDependencies():
-                return
-            arguments = job.train_arguments(
-                output, config=self.ui.trainConfigPathLineEdit.currentPath or None,
-                manifest=self.ui.trainManifestPathLineEdit.currentPath or None,
-                device=self._parameterNode.device.lower(),
-                resume=self.ui.trainResumeCheckBox.checked)
-            argv, env = job.build_command(pythonSlicer(), arguments)
-            self.ui.trainLogTextEdit.setPlainText(" ".join(argv))
-            self.ui.trainProgressBar.value = 0
-            self.trainJob = job.BackgroundJob(argv, env).start()
-            self.timer.start()
-        self.updateButtons()
-
-    def onTrainCancel(self):
-        if self.trainJob is not None:
-            self.trainJob.cancel()  # no cleanup folder: checkpoints stay for --resume
-            self.trainJob = None
-            self.ui.trainLogTextEdit.appendPlainText("Stopped; tick 'Resume' to continue later.")
-        self.updateButtons()
-
-    def onTrainingFinished(self):
-        finished, self.trainJob = self.trainJob, None
-        message = "Training finished." if finished.returncode == 0 else "Training failed."
-        self.ui.trainLogTextEdit.appendPlainText(message)
-        for line in self.ui.trainLogTextEdit.toPlainText().splitlines():
-            if line.startswith("model written to "):  # offer the new model in the selector
-                path = line.removeprefix("model written to ").strip()
-                self.ui.modelComboBox.addItem(f"{Path(path).stem} (trained)", path)
-        self.updateButtons()
-
 
 class LungDeepRegTest(ScriptedLoadableModuleTest):
     """Registers the sample pair as the widget does: nodes written out, the engine's command
-    line in a background PythonSlicer process, its outputs loaded back as nodes."""
+    line in a background PythonSlicer process, its outputs loaded back as nodes. Skipped
+    (not failed) where torch does not import, as on extension build machines."""
 
     def setUp(self):
+        problem = dependencies.torch_problem()
+        if problem is not None:
+            self.skipTest(f"needs PyTorch: {problem}")
         slicer.mrmlScene.Clear()
 
     def runTest(self):
@@ -411,17 +285,18 @@ class LungDeepRegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Building the sample pair")
         folder = Path(tempfile.mkdtemp(prefix="LungDeepRegTest-", dir=slicer.app.temporaryPath))
         nodes = session.pair_to_nodes(LungDeepRegLogic().demo_pair(folder / "sample"))
-        inputs = session.export_inputs(
-            folder / "inputs", nodes["fixed"], nodes["moving"],
-            fixed_landmarks=nodes["fixed_landmarks"], moving_landmarks=nodes["moving_landmarks"])
+        registrations = runs.Registrations(pythonSlicer, folder)
+        request = runs.RunRequest(nodes["fixed"], nodes["moving"],
+                                  fixed_landmarks=nodes["fixed_landmarks"],
+                                  moving_landmarks=nodes["moving_landmarks"],
+                                  refine_iterations=20)
         self.delayDisplay("Registering in the background")
-        arguments = job.register_arguments(out=folder / "out", refine_iterations=20, **inputs)
-        backgroundJob = job.BackgroundJob(*job.build_command(pythonSlicer(), arguments)).start()
-        log = backgroundJob.follow(slicer.app.processEvents, timeout_s=1800)
-        self.assertEqual(backgroundJob.returncode, 0, "\n".join(log))
-        self.assertEqual(backgroundJob.progress, (1.0, "done"))
+        run = registrations.start(request)
+        log = run.job.follow(slicer.app.processEvents, timeout_s=1800)
+        self.assertEqual(run.job.returncode, 0, "\n".join(log))
+        self.assertEqual(run.job.progress, (1.0, "done"))
 
-        results = session.load_results(folder / "out", nodes["fixed"], nodes["moving"])
+        results = registrations.finish().results
         landmarks = results.metrics["landmarks"]
         self.assertLess(landmarks["after"]["mean"], landmarks["before"]["mean"])
         self.assertLess(results.folding_fraction, 0.001)

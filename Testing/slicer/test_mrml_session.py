@@ -27,21 +27,6 @@ from LungDeepRegLib.preprocess import lung_labels
 LANDMARKS = 12
 
 
-def five_lobes(ct: sitk.Image) -> sitk.Image:
-    """Engine lobe labels from the automatic left/right lungs cut along z (a stand-in for a
-    real lobe segmentation: what matters here is five labelled regions)."""
-    lungs = sitk.GetArrayFromImage(lung_labels(ct))
-    lobes = np.zeros_like(lungs, dtype=np.uint8)
-    z = np.arange(lungs.shape[0])[:, None, None] * np.ones_like(lungs)
-    for side, codes in ((1, (2, 1)), (2, (5, 4, 3))):
-        inside = lungs == side
-        cuts = np.quantile(z[inside], np.linspace(0, 1, len(codes) + 1)[1:-1])
-        lobes[inside] = np.asarray(codes, dtype=np.uint8)[np.searchsorted(cuts, z[inside])]
-    image = sitk.GetImageFromArray(lobes)
-    image.CopyInformation(ct)
-    return image
-
-
 def lung_points(ct: sitk.Image, count: int) -> np.ndarray:
     lungs = sitk.GetArrayFromImage(lung_labels(ct))
     index = np.argwhere(lungs > 0)[:, ::-1]  # (x, y, z)
@@ -50,12 +35,12 @@ def lung_points(ct: sitk.Image, count: int) -> np.ndarray:
                      for k in chosen])
 
 
-def test_register_from_nodes_and_load_results(scene, shared_data, tmp_path):
+def test_register_from_nodes_and_load_results(scene, shared_data, tmp_path, lobes_of):
     popi = shared_data / "popi_light"
     images = {key: read_image(popi / f"popi_light_{phase}.nii.gz", kind="any")
               for key, phase in (("fixed", "00"), ("moving", "50"))}
     nodes = {key: image_to_volume_node(image, scene, key) for key, image in images.items()}
-    lobes = {key: labels_to_segmentation_node(five_lobes(images[key]), scene, name=f"{key} lobes")
+    lobes = {key: labels_to_segmentation_node(lobes_of(images[key]), scene, name=f"{key} lobes")
              for key in images}
     points = lung_points(images["fixed"], LANDMARKS)
     marks = {key: points_to_markups(points, scene, f"{key} landmarks") for key in images}

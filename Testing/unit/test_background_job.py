@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import site
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,12 +55,30 @@ def test_progress_lines_round_trip():
         assert parse_progress(other) is None
 
 
-def test_build_command_makes_the_engine_importable():
+def test_build_command_carries_the_engine_path_on_its_command_line():
+    """A launcher may replace PYTHONPATH (PythonSlicer does): the engine folder travels in
+    the ``-c`` bootstrap, and the caller's PYTHONPATH is left alone."""
     argv, env = build_command("PythonSlicer", ["info"], base_env={"PYTHONPATH": "/elsewhere"})
-    assert argv == ["PythonSlicer", "-m", "LungDeepRegLib", "info"]
-    assert env["PYTHONPATH"].split(os.pathsep) == [str(ENGINE_PATH), "/elsewhere"]
-    assert (ENGINE_PATH / "LungDeepRegLib" / "__main__.py").is_file()
-    assert env["PYTHONUNBUFFERED"] == "1"
+    assert argv[:5] == ["PythonSlicer", "-u", "-X", "utf8", "-c"] and argv[6:] == ["info"]
+    assert repr(str(ENGINE_PATH)) in argv[5]
+    assert env["PYTHONPATH"] == "/elsewhere" and env["PYTHONUNBUFFERED"] == "1"
+    assert (ENGINE_PATH / "LungDeepRegLib" / "cli" / "__init__.py").is_file()
+
+
+def test_the_engine_is_found_without_any_pythonpath(tmp_path):
+    """``-S`` skips the editable install's ``.pth`` and PYTHONPATH holds only the site
+    packages: what imports the engine is the bootstrap alone, here a copy of it in a folder
+    with an awkward name (quotes, a non-ASCII letter)."""
+    odd = tmp_path / "Slicer's \"extensions\" ü"
+    shutil.copytree(ENGINE_PATH / "LungDeepRegLib", odd / "LungDeepRegLib",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.safetensors", "samples"))
+    argv, env = build_command(sys.executable, ["--version"], engine_path=odd)
+    interpreter, *rest = argv
+    site_packages = os.pathsep.join(site.getsitepackages())
+    result = subprocess.run([interpreter, "-S", *rest], capture_output=True, text=True,
+                            env={**env, "PYTHONPATH": site_packages}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("lungdeepreg ")
 
 
 def test_arguments_are_the_cli_flags(tmp_path):
@@ -117,6 +138,28 @@ def test_cancel_stops_the_process_and_leaves_nothing(shared_data, tmp_path):
         with pytest.raises(ProcessLookupError):
             os.killpg(job.process.pid, 0)  # nothing of its process group is left
     assert not (out / "metrics.json").exists() and not out.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
+def test_cancel_without_waiting_returns_at_once(tmp_path):
+    """The widget's Cancel: a child that ignores SIGTERM is killed after the grace time by a
+    background thread; the caller does not wait for it (it used to, up to 5 s)."""
+    out = tmp_path / "result"
+    out.mkdir()
+    code = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('PROGRESS 0.100 working', file=sys.stderr, flush=True); time.sleep(60)")
+    job = BackgroundJob([sys.executable, "-c", code], cleanup=out).start()
+    deadline = time.monotonic() + 30
+    while job.progress is None:
+        assert time.monotonic() < deadline, "no progress line"
+        job.poll()
+        time.sleep(0.02)
+    started = time.monotonic()
+    job.cancel(grace_s=1.0, wait=False)
+    assert time.monotonic() - started < 0.5
+    assert job.cancelled and job.process.poll() is None  # still ignoring the SIGTERM
+    assert job.wait_stopped(15)
+    assert job.process.poll() is not None and not out.exists()
 
 
 def test_failure_is_reported_and_discarded(tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from LungDeepRegLib.mrml import dependencies as deps
+from LungDeepRegLib.mrml import gpu
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,3 +124,88 @@ def test_constraints_pin_slicers_packages_at_their_installed_versions():
 def test_device_warning(choice, cuda, free, expected):
     warning = deps.device_warning(choice, cuda, free)
     assert (expected in warning) if expected else warning == ""
+
+
+# ------------------------------------------------------------- a broken torch, the GPU probe
+BROKEN_TORCH = ('raise OSError("[WinError 126] The specified module could not be found. '
+                'Error loading \\"c10.dll\\" or one of its dependencies.")\n')
+
+
+def broken_torch_path(tmp_path: Path) -> str:
+    """A folder whose ``torch`` fails to import as a broken Windows install does."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(BROKEN_TORCH)
+    return os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def test_a_broken_torch_is_a_message_with_the_install_command(tmp_path):
+    """Everything the panel calls in setup() and enter() survives an OSError from
+    ``import torch`` (only ImportError was caught) and says how to reinstall."""
+    code = """
+import sys
+from LungDeepRegLib.mrml import choices, dependencies
+from LungDeepRegLib.mrml.gpu import GpuProbe
+assert [value for _, value in choices.model_choices()] == ["auto", "none"]
+card = choices.model_card_text("auto")
+assert "OSError" in card and dependencies.TORCH_REINSTALL in card, card
+problem = dependencies.torch_problem()
+assert "c10.dll" in problem and dependencies.TORCH_REINSTALL in problem, problem
+try:
+    dependencies.ensure_dependencies(lambda message: True, requirements=["numpy"])
+except dependencies.DependencyError as error:
+    assert dependencies.TORCH_REINSTALL in str(error)
+else:
+    raise AssertionError("Apply would go on with a broken torch")
+status = GpuProbe(sys.executable).start().wait()
+assert "OSError" in status.error and not status.cuda_available, status
+assert dependencies.TORCH_REINSTALL in status.warning("Auto")
+"""
+    env = {**os.environ, "PYTHONPATH": broken_torch_path(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_torch_problem_says_install_when_missing_and_nothing_when_fine():
+    def missing() -> None:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    assert "not installed" in deps.torch_problem(missing)
+    assert deps.torch_problem(lambda: None) is None
+
+    def broken() -> None:
+        raise RuntimeError("CUDA driver too old")
+
+    with pytest.raises(deps.DependencyError, match="RuntimeError: CUDA driver"):
+        deps.ensure_dependencies(lambda message: True, requirements=["numpy"], importer=broken)
+
+
+def test_gpu_probe_runs_torch_in_a_child_only():
+    """The probe imports torch (and would create a CUDA context) in a child process: the
+    process that asks, Slicer's, never imports torch."""
+    code = """
+import json, sys
+from LungDeepRegLib.mrml.gpu import GpuProbe
+status = GpuProbe(sys.executable).start().wait()
+assert "torch" not in sys.modules
+print(json.dumps([status.cuda_available, status.free_bytes, status.error]))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    cuda, free, error = json.loads(result.stdout.strip().splitlines()[-1])
+    assert error == ""
+    assert (free is not None and free > 0) if cuda else free is None
+    import torch
+
+    assert cuda == torch.cuda.is_available()
+
+
+def test_probe_output_without_an_answer_is_an_error():
+    status = gpu.parse_probe_output("", "Segmentation fault\n", -11)
+    assert status.error == "the GPU check failed: Segmentation fault"
+    assert "cannot be loaded" in status.warning("CUDA")
+    assert gpu.parse_probe_output('noise\n{"cuda": true, "free": 1024}\n', "", 0) == \
+        gpu.GpuStatus(True, 1024)
+    assert "1.0 GB" not in gpu.GpuStatus(True, 8 * 1024**3).warning("Auto")
+    missing = gpu.parse_probe_output('{"cuda": false, "missing": true, "error": "x"}', "", 0)
+    assert "not installed yet" in missing.warning("Auto")

@@ -19,10 +19,15 @@ UI_FILE = MODULE_DIR / "Resources" / "UI" / "LungDeepReg.ui"
 ENGINE = MODULE_DIR / "LungDeepRegLib"
 GUI = MODULE_DIR / "LungDeepRegGUI"  # Qt-side panels of the widget (not Slicer modules)
 GUI_FILES = sorted(GUI.glob("*.py"))
-PANELS = [path for path in GUI_FILES if path.name != "__init__.py"]
+PANELS = [path for path in GUI_FILES if path.name.endswith("_panel.py")]  # helpers: no ui
 # engine modules the module file may import at load time: standard library only inside
 LOAD_TIME_ENGINE_MODULES = {"LungDeepRegLib.mrml.job", "LungDeepRegLib.mrml.dependencies",
-                            "LungDeepRegLib.mrml.choices"}
+                            "LungDeepRegLib.mrml.choices", "LungDeepRegLib.mrml.runs"}
+# what the panels use before torch is there (or while it is broken): standard library only
+PANEL_ENGINE_MODULES = {*LOAD_TIME_ENGINE_MODULES, "LungDeepRegLib.mrml.gpu",
+                        "LungDeepRegLib.mrml.masks", "LungDeepRegLib.mrml.mask_preview",
+                        "LungDeepRegLib.mrml.run_folders"}
+TESTING_CMAKE = MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt"
 
 
 def module_tree(path: Path = MODULE_FILE) -> ast.Module:
@@ -130,8 +135,9 @@ def test_module_loads_without_torch():
             imported.discard(node.module)
             imported |= {f"LungDeepRegLib.mrml.{alias.name}" for alias in node.names}
     assert imported <= LOAD_TIME_ENGINE_MODULES, imported - LOAD_TIME_ENGINE_MODULES
-    code = ("import sys; sys.modules['torch'] = None\n"
-            + "".join(f"import {name}\n" for name in sorted(LOAD_TIME_ENGINE_MODULES))
+    code = ("import sys\n"
+            "for name in ('torch', 'SimpleITK', 'numpy'): sys.modules[name] = None\n"
+            + "".join(f"import {name}\n" for name in sorted(PANEL_ENGINE_MODULES))
             + "from LungDeepRegLib.mrml import choices\n"
             "assert [v for _, v in choices.model_choices()] == ['auto', 'none']\n"
             "assert choices.model_card_text('auto') == choices.NO_TORCH\n"
@@ -164,7 +170,17 @@ def test_module_cmakelists_lists_every_file():
     assert not stale, f"listed but missing: {stale}"
     assert len(listed_scripts) == len(set(listed_scripts))
     assert "WITH_GENERIC_TESTS" in text
-    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+
+
+def test_module_test_is_registered_in_the_modules_testing_folder():
+    """Slicer's layout: ``LungDeepReg/Testing/Python/CMakeLists.txt`` registers the module
+    test, and a skip (no torch) is reported as a skip, not as a pass or a failure."""
+    module = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert re.search(r"if\(BUILD_TESTING\)\s+#[^\n]*\n\s+add_subdirectory\(Testing\)", module)
+    assert "add_subdirectory(Python)" in (MODULE_DIR / "Testing" / "CMakeLists.txt").read_text()
+    testing = TESTING_CMAKE.read_text(encoding="utf-8")
+    assert "slicer_add_python_unittest(SCRIPT ${_module_dir}/${MODULE_NAME}.py)" in testing
+    assert re.search(r'SKIP_REGULAR_EXPRESSION "[^"]+"', testing)
 
 
 @pytest.mark.parametrize(("variable", "expected"), [
@@ -188,3 +204,77 @@ def test_extension_images_are_in_the_repository():
     assert len(urls) >= 2
     for relative in urls:
         assert (REPO / relative).is_file(), relative
+
+
+# --------------------------------------------------------------- LungDeepRegTest without torch
+SLICER_STUBS = """
+import sys, types, unittest
+sys.modules["torch"] = None  # an extension build machine: PyTorch is not installed
+import slicer
+qt = types.ModuleType("qt")
+qt.QTimer = type("QTimer", (), {"__init__": lambda self: setattr(
+    self, "timeout", types.SimpleNamespace(connect=lambda slot: None)),
+    "setInterval": lambda self, ms: None})
+scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+scripted.ScriptedLoadableModule = scripted.ScriptedLoadableModuleLogic = type(
+    "Base", (), {"__init__": lambda self, *args: None})
+scripted.ScriptedLoadableModuleWidget = scripted.ScriptedLoadableModule
+scripted.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (unittest.TestCase,),
+                                           {"delayDisplay": lambda self, text: print(text)})
+wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+wrapper.parameterNodeWrapper = lambda cls: cls
+wrapper.Choice = wrapper.WithinRange = lambda *args: None
+sys.modules.update({"qt": qt, "slicer.ScriptedLoadableModule": scripted,
+                    "slicer.parameterNodeWrapper": wrapper})
+slicer.mrmlScene = slicer.vtkMRMLScene()
+slicer.app = types.SimpleNamespace(temporaryPath=sys.argv[1], applicationDirPath=sys.argv[1],
+                                   processEvents=lambda: None)
+# what slicer.testing.runUnitTest does for slicer_add_python_unittest
+suite = unittest.TestLoader().loadTestsFromName("LungDeepReg")
+result = unittest.TextTestRunner(verbosity=2).run(suite)
+print("RESULT", result.testsRun, len(result.skipped), result.wasSuccessful())
+"""
+
+
+def test_module_test_skips_cleanly_without_torch(tmp_path):
+    """LungDeepRegTest run as Slicer's CTest runs it (unittest, module loaded from its
+    folder), with Slicer's Qt-side modules stubbed and torch absent: one test, skipped, and
+    a successful run; its output matches the CTest skip expression."""
+    pytest.importorskip("slicer", reason="PyPI slicer-core is not installed")
+    result = subprocess.run([sys.executable, "-c", SLICER_STUBS, str(tmp_path)],
+                            capture_output=True, text=True, cwd=MODULE_DIR)
+    output = result.stdout + result.stderr
+    assert "RESULT 1 1 True" in output, output
+    expression = re.search(r'SKIP_REGULAR_EXPRESSION "([^"]+)"',
+                           TESTING_CMAKE.read_text(encoding="utf-8")).group(1)
+    assert re.search(expression, output), output
+
+
+def function_source(path: Path, name: str) -> ast.FunctionDef:
+    return next(node for node in ast.walk(module_tree(path))
+                if isinstance(node, ast.FunctionDef) and node.name == name)
+
+
+def test_device_warning_reads_the_choice_from_the_combo_box():
+    """The device slot is connected before the parameter node's: it must read the combo
+    box (the new choice), not the parameter node (still the previous one)."""
+    update = ast.unparse(function_source(GUI / "device_panel.py", "update"))
+    assert "deviceComboBox.currentText" in update
+    assert "_parameterNode" not in update and not re.search(r"\.device\b", update)
+
+
+def test_no_torch_or_cuda_in_slicers_process_at_setup():
+    """The module file and its panels never import torch themselves (the GPU check is a
+    child process, mrml.gpu), and the old in-process probe is gone."""
+    for path in (MODULE_FILE, *GUI_FILES):
+        source = path.read_text(encoding="utf-8")
+        assert "import torch" not in source and "probe_gpu" not in source, path.name
+        assert "torch.cuda" not in source, path.name
+
+
+def test_a_finished_run_never_reads_the_panels_parameter_node():
+    """The widget's exit() sets its parameter node to None while a job may still run: what
+    runs when the job ends (the poll and the results panel) must not use it."""
+    poll = ast.unparse(function_source(MODULE_FILE, "onPoll"))
+    assert "_parameterNode" not in poll
+    assert "_parameterNode" not in (GUI / "results_panel.py").read_text(encoding="utf-8")

@@ -27,6 +27,7 @@ ENGINE_REQUIREMENTS = (
 )
 PROVIDED_BY_SLICER = ("SimpleITK", "numpy", "vtk")  # never replaced
 GPU_MEMORY_NEEDED = 4 * 1024**3  # the paper's network at full size (Hering et al. 2021)
+TORCH_REINSTALL = "PythonSlicer -m pip install --force-reinstall torch"
 Ask = Callable[[str], bool]
 Installer = Callable[[str], object]
 
@@ -144,17 +145,49 @@ def constraints_text(version_of: Callable[[str], str | None] = installed_version
     return "".join(f"{line}\n" for line in lines)
 
 
+def torch_problem_message(error: BaseException | str) -> str:
+    """What the panel shows when ``import torch`` fails although torch is installed (on
+    Windows typically an ``OSError`` for a DLL): the error and how to reinstall."""
+    return (f"PyTorch is installed but cannot be loaded ({error}). Registration needs it. "
+            f"Reinstall it: in the PyTorch extension (Extensions Manager), or from a shell "
+            f"with\n  {TORCH_REINSTALL}\nthen restart Slicer (on Windows, also install the "
+            f"Microsoft Visual C++ Redistributable if the error names a DLL).")
+
+
+def import_torch() -> None:
+    """Import torch here (the engine's in-process steps need it); no CUDA context."""
+    import torch  # noqa: F401
+
+
+def torch_problem(importer: Callable[[], object] = import_torch) -> str | None:
+    """None when torch imports, else :func:`torch_problem_message` or, without torch, what
+    installs it. Any exception counts: a broken torch raises OSError, not ImportError."""
+    try:
+        importer()
+    except ModuleNotFoundError as error:
+        if error.name == "torch":
+            return (f"PyTorch is not installed: Apply offers to install it (or run "
+                    f"{TORCH_REINSTALL.replace(' --force-reinstall', '')}).")
+        return torch_problem_message(f"{type(error).__name__}: {error}")
+    except Exception as error:  # OSError, RuntimeError, ...: a broken installation
+        return torch_problem_message(f"{type(error).__name__}: {error}")
+    return None
+
+
 def ensure_dependencies(ask: Ask, pip_install: Installer | None = None,
                         install_torch: Installer | None = None,
-                        requirements: Sequence[str] = ENGINE_REQUIREMENTS) -> bool:
+                        requirements: Sequence[str] = ENGINE_REQUIREMENTS,
+                        importer: Callable[[], object] = import_torch) -> bool:
     """Install what is missing once ``ask(message)`` returns True.
 
     Returns True when everything is present afterwards, False when the user declined.
-    Raises :class:`DependencyError` (with :func:`offline_message`) when an install fails.
+    Raises :class:`DependencyError` (with :func:`offline_message`) when an install fails,
+    or when torch is installed but does not import (:func:`torch_problem_message`).
     ``pip_install`` and ``install_torch`` default to Slicer's installers.
     """
     plan = plan_installation(requirements)
     if plan.empty:
+        _check_import(importer)
         return True
     if not ask(confirmation_message(plan)):
         return False
@@ -166,7 +199,16 @@ def ensure_dependencies(ask: Ask, pip_install: Installer | None = None,
             installer(requirement)
         except Exception as error:  # pip and the PyTorch installer raise many kinds
             raise DependencyError(offline_message(requirement, error)) from error
+    _check_import(importer)
     return True
+
+
+def _check_import(importer: Callable[[], object]) -> None:
+    """Installed by the metadata is not enough: a broken torch (a missing DLL) must stop
+    Apply with the reinstall command, not fail later inside the engine."""
+    problem = torch_problem(importer)
+    if problem is not None:
+        raise DependencyError(problem)
 
 
 def slicer_pip_install(requirement: str) -> None:
@@ -208,15 +250,3 @@ def device_warning(choice: str, cuda_available: bool, free_gpu_bytes: int | None
                 f"{needed_bytes / 1024**3:.0f} GB needed at full size); if CUDA runs out of "
                 f"memory the engine falls back to the CPU.")
     return ""
-
-
-def probe_gpu() -> tuple[bool, int | None]:
-    """(CUDA available, free bytes on the current GPU); (False, None) without torch."""
-    try:
-        import torch
-    except ImportError:
-        return False, None
-    if not torch.cuda.is_available():
-        return False, None
-    free, _ = torch.cuda.mem_get_info()
-    return True, int(free)

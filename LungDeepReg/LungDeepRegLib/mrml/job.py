@@ -53,22 +53,32 @@ def parse_progress(line: str) -> tuple[float, str] | None:
     return min(max(fraction, 0.0), 1.0), parts[1] if len(parts) == 2 else ""
 
 
+# The child finds the engine through its command line, not through PYTHONPATH: PythonSlicer
+# is a launcher that sets its own PYTHONPATH (Slicer's site-packages) for the real
+# interpreter, so a PYTHONPATH set by the caller may not reach it. ``-u``: progress lines
+# arrive as they are printed; ``-X utf8``: output is UTF-8 whatever the launcher's locale.
+BOOTSTRAP = ("import sys; sys.path.insert(0, {engine!r}); "
+             "from LungDeepRegLib.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
 def build_command(interpreter: PathLike, arguments: Sequence[PathLike],
                   engine_path: PathLike | None = None,
                   base_env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
-    """``interpreter -m LungDeepRegLib <arguments>`` and the environment it needs.
+    """The engine's command line (``lungdeepreg <arguments>``) under ``interpreter``, and
+    the environment to start it with.
 
-    ``interpreter`` is PythonSlicer inside Slicer (the batch interpreter with Slicer's
-    packages) and ``sys.executable`` in the tests. The engine folder goes first on
-    PYTHONPATH so the child runs the same engine as the module that started it, even
-    where the engine is not pip-installed (an unbuilt module or an extension package).
+    ``interpreter`` is PythonSlicer inside Slicer (a launcher: it resets PYTHONPATH to
+    Slicer's own before it starts the real interpreter) and ``sys.executable`` in the tests.
+    A ``-c`` bootstrap puts the engine folder first on ``sys.path``, so the child runs the
+    same engine as the module that started it whatever the launcher does to the
+    environment, even where the engine is not pip-installed.
     """
     env = dict(os.environ if base_env is None else base_env)
-    engine = str(Path(engine_path) if engine_path is not None else ENGINE_PATH)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (engine, env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"  # progress lines arrive as they are printed
+    env["PYTHONUNBUFFERED"] = "1"  # also for an interpreter that ignores -u
     env["PYTHONIOENCODING"] = "utf-8"  # the reader decodes UTF-8 on every platform
-    return [str(interpreter), "-m", "LungDeepRegLib", *map(str, arguments)], env
+    engine = str(Path(engine_path) if engine_path is not None else ENGINE_PATH)
+    bootstrap = BOOTSTRAP.format(engine=engine)
+    return [str(interpreter), "-u", "-X", "utf8", "-c", bootstrap, *map(str, arguments)], env
 
 
 def _flags(values: dict[str, object]) -> list[str]:
@@ -81,6 +91,7 @@ def _flags(values: dict[str, object]) -> list[str]:
 
 
 def register_arguments(fixed: PathLike, moving: PathLike, out: PathLike, *,
+                       fixed_mask: PathLike | None = None,
                        fixed_lobes: PathLike | None = None, moving_lobes: PathLike | None = None,
                        fixed_landmarks: PathLike | None = None,
                        moving_landmarks: PathLike | None = None,
@@ -94,13 +105,18 @@ def register_arguments(fixed: PathLike, moving: PathLike, out: PathLike, *,
     CLI default (about 2 mm), 0 the fixed image's own grid.
     """
     arguments = ["register", *_flags({
-        "--fixed": fixed, "--moving": moving, "--out": out,
+        "--fixed": fixed, "--moving": moving, "--out": out, "--fixed-mask": fixed_mask,
         "--fixed-lobes": fixed_lobes, "--moving-lobes": moving_lobes,
         "--fixed-landmarks": fixed_landmarks, "--moving-landmarks": moving_landmarks,
         "--landmark-format": landmark_format, "--model": model,
         "--refine-iterations": refine_iterations, "--device": device, "--threads": threads,
         "--fixed-is": fixed_is, "--output-spacing": output_spacing})]
     return arguments if report else [*arguments, "--no-report"]
+
+
+def lung_mask_arguments(image: PathLike, out: PathLike) -> list[str]:
+    """Arguments of ``lungdeepreg lung-mask``: the automatic lung mask of one CT."""
+    return ["lung-mask", "--image", str(image), "--out", str(out)]
 
 
 def train_arguments(output: PathLike, *, config: PathLike | None = None,
@@ -149,6 +165,7 @@ class BackgroundJob:
         self.process: subprocess.Popen | None = None
         self.progress: tuple[float, str] | None = None
         self.cancelled = False
+        self._stopper: threading.Thread | None = None  # the kill after a cancel
         self._lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self._open_streams = 0
 
@@ -214,14 +231,35 @@ class BackgroundJob:
             time.sleep(interval_s)
         return lines + self.poll()
 
-    def cancel(self, grace_s: float = 5.0) -> None:
+    def cancel(self, grace_s: float = 5.0, wait: bool = True) -> None:
         """Stop the whole process tree (PythonSlicer is a launcher with a child), then
         delete the output folder: the command writes each file atomically, but a run cut
-        short is still incomplete."""
+        short is still incomplete.
+
+        ``wait=False`` (the widget's Cancel) returns at once: the tree is asked to stop now,
+        and a daemon thread kills what is left after ``grace_s`` and deletes the folder
+        (:meth:`wait_stopped` waits for that)."""
         self.cancelled = True
-        if self.process is not None and self.process.poll() is None:
-            _terminate_tree(self.process, grace_s)
+        running = self.process is not None and self.process.poll() is None
+        if running:
+            _ask_to_stop(self.process)
+        self._stopper = threading.Thread(target=self._stop, args=(grace_s if running else 0.0,),
+                                         daemon=True)
+        self._stopper.start()
+        if wait:
+            self._stopper.join()
+
+    def _stop(self, grace_s: float) -> None:
+        if self.process is not None:
+            _kill_tree(self.process, grace_s)
         self.discard()
+
+    def wait_stopped(self, timeout_s: float | None = None) -> bool:
+        """True once a cancel has killed the tree and deleted the folder."""
+        if self._stopper is not None:
+            self._stopper.join(timeout_s)
+            return not self._stopper.is_alive()
+        return True
 
     def discard(self) -> None:
         """Delete the output folder this job owns (after a cancel or a failure)."""
@@ -229,13 +267,20 @@ class BackgroundJob:
             shutil.rmtree(self.cleanup, ignore_errors=True)
 
 
-def _terminate_tree(process: subprocess.Popen, grace_s: float) -> None:
+def _ask_to_stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the child's process group (it leads its own session); Windows has no
+    polite stop for a console-less tree, so there the kill comes at once."""
+    if sys.platform != "win32":
+        _signal_group(process.pid, signal.SIGTERM)
+
+
+def _kill_tree(process: subprocess.Popen, grace_s: float) -> None:
     if sys.platform == "win32":
         subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        process.wait(grace_s)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(max(grace_s, 1.0))
         return
-    _signal_group(process.pid, signal.SIGTERM)  # the child leads its own session's group
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(grace_s)
     _signal_group(process.pid, signal.SIGKILL)  # the rest of the tree, and a stuck leader
@@ -243,5 +288,5 @@ def _terminate_tree(process: subprocess.Popen, grace_s: float) -> None:
 
 
 def _signal_group(group: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the whole group has exited already
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group has exited
         os.killpg(group, sig)

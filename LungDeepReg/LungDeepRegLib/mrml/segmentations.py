@@ -31,9 +31,11 @@ _ABBREVIATIONS = {"lul": 1, "lll": 2, "rul": 3, "rml": 4, "rll": 5}
 
 def labels_to_segmentation_node(label_image: sitk.Image, scene=None,
                                 names: dict[int, str] = LOBE_NAMES, node=None,
-                                name: str = ""):
+                                name: str = "",
+                                colors: dict[int, tuple[float, float, float]] = LOBE_COLORS):
     """A segmentation (new or ``node``, whose segments are replaced) of the labels in
-    ``names`` found in ``label_image``; its reference geometry is the label map's grid."""
+    ``names`` found in ``label_image``; its reference geometry is the label map's grid.
+    Segment names and colours come from ``names`` and ``colors`` by label."""
     import slicer
 
     scene = resolve_scene(scene)
@@ -54,7 +56,7 @@ def labels_to_segmentation_node(label_image: sitk.Image, scene=None,
         segment = segmentation.GetNthSegment(index)
         label = int(segment.GetLabelValue())
         segment.SetName(str(names.get(label, f"label {label}")))
-        segment.SetColor(*LOBE_COLORS.get(label, (0.8, 0.8, 0.8)))
+        segment.SetColor(*colors.get(label, (0.8, 0.8, 0.8)))
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
     return node
@@ -73,13 +75,26 @@ def segmentation_node_to_labels(node, reference_image: sitk.Image | None = None
     if not node.IsA(SEGMENTATION):
         raise TypeError(f"expected a segmentation or labelmap volume node, "
                         f"got {node.GetClassName()}")
+    codes = _segment_codes(node)
+    image = export_segments(node, list(codes), reference_image)
+    # the export numbers segments 1..k in list order; map them to lobe codes
+    lookup = np.zeros(len(codes) + 1, dtype=np.uint8)
+    lookup[1:] = list(codes.values())
+    labels = sitk.GetImageFromArray(lookup[sitk.GetArrayViewFromImage(image).astype(np.intp)])
+    labels.CopyInformation(image)
+    return labels
+
+
+def export_segments(node, segment_ids: list[str], reference_image: sitk.Image | None = None
+                    ) -> sitk.Image:
+    """Segments ``segment_ids`` of a segmentation node as one label map (segment k of the
+    list is label k), on ``reference_image``'s grid or the segmentation's own geometry."""
     import slicer
     import vtk
 
-    codes = _segment_codes(node)
     scene = resolve_scene(node.GetScene())
     ids = vtk.vtkStringArray()
-    for segment_id in codes:
+    for segment_id in segment_ids:
         ids.InsertNextValue(segment_id)
     reference = None
     if reference_image is not None:
@@ -92,15 +107,9 @@ def segmentation_node_to_labels(node, reference_image: sitk.Image | None = None
         if not logic.ExportSegmentsToLabelmapNode(
                 node, ids, exported, reference, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY):
             raise RuntimeError(f"Slicer could not export segmentation {node.GetName()!r}")
-        image = volume_node_to_image(exported)
+        return volume_node_to_image(exported)
     finally:
         remove_nodes(scene, exported, reference)
-    # the export numbers segments 1..k in list order; map them to lobe codes
-    lookup = np.zeros(len(codes) + 1, dtype=np.uint8)
-    lookup[1:] = list(codes.values())
-    labels = sitk.GetImageFromArray(lookup[sitk.GetArrayViewFromImage(image).astype(np.intp)])
-    labels.CopyInformation(image)
-    return labels
 
 
 def lobe_code(name: str) -> int | None:
