@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,29 @@ def resolve_device(name: str) -> torch.device:
                       stacklevel=2)
         return torch.device("cpu")
     return device
+
+
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``name`` cannot run a registration here, or None when it can.
+
+    Names other than ``auto``, ``cpu``, ``cuda`` and ``cuda:N`` are refused (torch knows more
+    device types, but the engine is tested on these only), and so is CUDA on a machine
+    without it: a user who asks for the GPU by name should not get a silent CPU run.
+    """
+    if not DEVICE_NAME.fullmatch(name):
+        return f"unknown device {name!r}; use auto, cpu, cuda or cuda:N"
+    if not name.startswith("cuda"):
+        return None
+    if not torch.cuda.is_available():
+        return "CUDA was requested but is not available here; use --device cpu or auto"
+    index = int(name.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        return (f"there is no CUDA device {index}: this machine has "
+                f"{torch.cuda.device_count()}")
+    return None
 
 
 def cpu_count() -> int:

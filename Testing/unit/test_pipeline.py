@@ -129,7 +129,8 @@ def test_batch_isolates_a_corrupt_pair_and_resumes(small_pair, tmp_path):
     assert not (out / "bad" / "metrics.json").exists()
     assert "error: bad" in first.stderr
 
-    again = lungdeepreg("batch", manifest, "--out", out, "--model", "none", "--no-report")
+    again = lungdeepreg("batch", manifest, "--out", out, "--model", "none", "--no-report",
+                        "--refine-iterations", "5")
     status = {row["id"]: row for row in json.loads((out / "summary.json").read_text())}
     assert status["good"]["status"].startswith("skipped")
     assert status["bad"]["status"] == "failed"

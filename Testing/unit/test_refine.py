@@ -18,15 +18,16 @@ import torch
 
 from LungDeepRegLib.data import breathing_field, make_pair, random_smooth_field
 from LungDeepRegLib.io.images import read_image
+from LungDeepRegLib.pipeline import refine as refine_module
 from LungDeepRegLib.pipeline.multistart import Start, refine_from_best_start
 from LungDeepRegLib.pipeline.refine import (
     COARSE_LEVELS,
     FINEST_LEVEL,
-    RefineConfig,
     RefineResult,
     refine,
     refinement_grid,
 )
+from LungDeepRegLib.pipeline.refine_config import RefineConfig
 from LungDeepRegLib.preprocess import lung_crop_grid, lung_labels, resample_to_grid
 from LungDeepRegLib.spatial import compose, image_to_tensor, jacobian_determinant
 
@@ -144,6 +145,18 @@ def test_labels_and_initial_field_are_used(pair):
     assert labelled.losses[0][0] > plain.losses[0][0]  # + beta * B_mask > 0
     assert labelled.iterations == [3]
     assert lung_epe(pair, labelled.field) < 1.0
+    # beta = 0 in the config's weights switches the term off again
+    unmasked = replace(config, weights=replace(config.weights, mask=0.0))
+    ignored = refine(pair.fixed, pair.moving, pair.grid, pair.field, unmasked,
+                     fixed_labels=pair.fixed_labels, moving_labels=pair.moving_labels)
+    assert ignored.losses[0][0] == pytest.approx(plain.losses[0][0])
+
+
+def test_refine_config_is_defined_once_and_reexported():
+    """refine_config holds the definition (no optimise <-> refine cycle); refine re-exports it
+    for the callers that import it from there."""
+    assert refine_module.RefineConfig is RefineConfig
+    assert RefineConfig.__module__ == "LungDeepRegLib.pipeline.refine_config"
 
 
 def test_runs_inside_no_grad_with_inference_tensors(pair):

@@ -8,6 +8,7 @@ from .methods import IDENTITY
 from .summary import (
     FOLDING_TARGET,
     TIME_TARGET,
+    TRE_KEYS,
     done_rows,
     groups,
     method_summary,
@@ -87,7 +88,7 @@ def _epe_cell(row: dict | None) -> str:
 
 
 def _method_table(rows: list[dict], method: str, cases: list[str], cell: dict) -> list[str]:
-    header = ["case", "TRE mean", "SD", "p75", "max", "EPE", "folding (%)", "SD log J",
+    header = ["case", "TRE mean", "SD", "p75", "p95", "max", "EPE", "folding (%)", "SD log J",
               "time (s)", "memory (GB)"]
     body = []
     for case in cases:
@@ -96,7 +97,7 @@ def _method_table(rows: list[dict], method: str, cases: list[str], cell: dict) -
             body.append([case, row["status"] if row else NA] + [""] * (len(header) - 2))
             continue
         tre = row.get("tre") or {}
-        body.append([case] + [_number(tre.get(k)) for k in ("mean", "sd", "p75", "max")]
+        body.append([case] + [_number(tre.get(k)) for k in TRE_KEYS]
                     + [_number(row["epe"]["mean"]) if "epe" in row else NA,
                        _number(100 * row["folding_fraction"], 4),
                        _number(row["sd_log_jacobian"], 3), _number(row["time_s"], 1),
@@ -104,7 +105,7 @@ def _method_table(rows: list[dict], method: str, cases: list[str], cell: dict) -
     summary = method_summary(rows, method)
     tre = summary["tre"] or {}
     folding = summary["folding_fraction"]
-    body.append(["**mean**"] + [_number(tre.get(k)) for k in ("mean", "sd", "p75", "max")]
+    body.append(["**mean**"] + [_number(tre.get(k)) for k in TRE_KEYS]
                 + [_number(summary["epe"]),
                    NA if folding is None else f"{100 * folding:.4f}",
                    _number(summary["sd_log_jacobian"], 3), _number(summary["time_s"], 1),

@@ -1,20 +1,23 @@
 """Command-line interface: ``lungdeepreg <command>``, ``python -m LungDeepRegLib <command>``.
 
 Each command lives in its own module with ``add_parser(subparsers)`` and ``run(args)``.
-Bad input raises :class:`InputError`, printed as ``error: <file>: <problem>`` with exit 2.
+Bad input raises :class:`InputError`, printed as ``error: <file or option>: <problem>`` with
+exit 2 (the pipeline checks its inputs before any work, see ``pipeline/validate.py``); an
+operating-system error while writing is printed the same way with exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..errors import InputError
 from ..version import __version__
-from . import batch, bench, demo, evaluate, info, qa_landmarks, register, train
+from . import batch, bench, demo, evaluate, info, lung_mask, qa_landmarks, register, train
 
-COMMANDS = (info, register, batch, demo, evaluate, qa_landmarks, train, bench)
+COMMANDS = (info, register, batch, demo, evaluate, qa_landmarks, train, bench, lung_mask)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 line: str | None = None) -> str:
+    """Warnings as the user reads them: ``warning: <message>``, without Python's source
+    location (the failed self-checks of a registration come this way)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
+    warnings.formatwarning = warning_line
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -38,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return InputError.exit_code
+    except OSError as error:  # not bad input (a full disk, a folder gone): still no traceback
+        print(f"error: {error.filename or 'output'}: {error.strerror or error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{item.pair_id}: {row['status']}")
         if row["status"] == "failed":
             tqdm.write(f"error: {item.pair_id}: {row['error']}", file=sys.stderr)
+        for message in row.get("warnings", []):
+            tqdm.write(f"warning: {item.pair_id}: {message}", file=sys.stderr)
 
     rows = run_batch(items, args.out, options_from(args), shard, on_pair)
     bar.close()

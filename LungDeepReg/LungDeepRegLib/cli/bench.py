@@ -24,6 +24,7 @@ SUITES = {
     "pairs": "the pairs of a manifest CSV (landmarks and/or lobes)",
     "dirlab": "DIR-Lab 4DCT (your copy: --root)",
     "copdgene": "DIR-Lab COPDgene (your copy: --root)",
+    "robustness": "the pairs of a manifest, uncut and with cut fields of view, no masks",
 }
 
 
@@ -38,11 +39,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     suites = parser.add_subparsers(dest="suite", metavar="SUITE", required=True)
     for name, summary in SUITES.items():
         suite = suites.add_parser(name, help=summary, description=summary)
-        if name == "pairs":
+        if name in ("pairs", "robustness"):
             suite.add_argument("manifest", type=Path)
             suite.add_argument("--round-to-voxel", action="store_true",
                                help="snap mapped landmarks to the moving voxel grid")
             suite.add_argument("--fixed-is", choices=("inhale", "exhale"), default="inhale")
+        if name == "robustness":
+            from ..benchmarks.robustness import CUTS, SIDES
+            suite.add_argument("--cuts", default=",".join(CUTS),
+                               help=f"comma list of cuts (default {','.join(CUTS)})")
+            suite.add_argument("--sides", default=",".join(SIDES),
+                               help="which images are cut: comma list of "
+                                    f"{', '.join(SIDES)} (default all)")
         if name in ("dirlab", "copdgene"):
             suite.add_argument("--root", required=True, type=Path,
                                help="folder of your DIR-Lab/COPDgene copy")
@@ -83,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     work = args.work or args.out / "work"
     rows = run_benchmark(cases, work, methods, settings, progress=not args.no_progress)
     files = write_results(rows, args.out, metadata(args, cases, methods, settings))
+    if args.suite == "robustness":
+        files.update(write_robustness(rows, cases, methods, args.out))
     print_summary(rows, files)
     return 1 if any(row["status"] in ("failed", "case error") for row in rows) else 0
 
@@ -92,9 +102,15 @@ def load_cases(args: argparse.Namespace) -> list:
     if args.suite == "synthetic":
         from ..benchmarks.synthetic import synthetic_cases
         return synthetic_cases(args.pairs, args.ct, only=set(wanted) or None)
-    if args.suite == "pairs":
+    if args.suite in ("pairs", "robustness"):
         from ..benchmarks.pairs import pair_cases
-        return pair_cases(args.manifest, TREProtocol(args.round_to_voxel, args.fixed_is))
+        protocol = TREProtocol(args.round_to_voxel, args.fixed_is)
+        cases = pair_cases(args.manifest, protocol)
+        if args.suite == "pairs":
+            return cases
+        from ..benchmarks.robustness import CUTS, SIDES, robustness_cases
+        return robustness_cases(select(cases, args.cases), _names(args.cuts, tuple(CUTS)),
+                                _names(args.sides, SIDES))
     if args.suite == "dirlab":
         from ..benchmarks.dirlab import discover_dirlab
         return discover_dirlab(args.root, wanted or None)  # reads only the cases asked for
@@ -102,8 +118,36 @@ def load_cases(args: argparse.Namespace) -> list:
     return discover_copdgene(args.root, wanted or None)
 
 
+def _names(text: str, known: tuple[str, ...]) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InputError(text, f"unknown name(s) {', '.join(unknown)}; choose from "
+                               f"{', '.join(known)}")
+    return names
+
+
+def write_robustness(rows: list[dict], cases: list, methods: list, out: Path
+                     ) -> dict[str, Path]:
+    """``robustness.md``/``.json``: every cut variant against its uncut pair."""
+    from ..benchmarks.robustness import robustness_table
+    from ..io.atomic import write_json, write_text
+
+    tables, text = {}, f"# Robustness to cut fields of view\n\nCommand: `{command_line()}`\n"
+    for method in methods:
+        if method.kind != "lungdeepreg":
+            continue
+        tables[method.name], markdown = robustness_table(rows, cases, method.name)
+        text += "\n" + markdown
+    print(text)
+    return {"robustness md": write_text(out / "robustness.md", text),
+            "robustness json": write_json(out / "robustness.json",
+                                          {"command": command_line(), "tables": tables})}
+
+
 def select(cases: list, names: str | None) -> list:
-    """The cases named in ``--cases`` (all when None)."""
+    """The cases named in ``--cases`` (all when None); a robustness pair's name also
+    selects its cut variants (they carry it as their group)."""
     if not names:
         return cases
     wanted = [name.strip() for name in names.split(",") if name.strip()]
@@ -112,7 +156,8 @@ def select(cases: list, names: str | None) -> list:
     if unknown:
         raise InputError("--cases", f"unknown case(s) {', '.join(unknown)}; known: "
                                     f"{', '.join(sorted(known))}")
-    return [case for case in cases if case.name in wanted]
+    return [case for case in cases
+            if case.name in wanted or getattr(case, "group", None) in wanted]
 
 
 def metadata(args: argparse.Namespace, cases: list, methods: list, settings) -> dict:

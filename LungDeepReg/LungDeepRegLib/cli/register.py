@@ -48,6 +48,9 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
                         help="breathing phase of the fixed image (default: inhale)")
     parser.add_argument("--output-spacing", type=float, default=2.0,
                         help="spacing (mm) of the written field; 0 = the fixed image's grid")
+    parser.add_argument("--fine-spacing", type=float, default=None, metavar="MM",
+                        help="add a last refinement level at this spacing in mm (e.g. 2; "
+                             "never finer than the CT) for more detail at more cost")
     parser.add_argument("--nifti", action="store_true", help="also write field.nii.gz")
     parser.add_argument("--round-to-voxel", action="store_true",
                         help="DIR-Lab TRE protocol: snap mapped landmarks to the voxel grid")
@@ -84,6 +87,7 @@ def options_from(args: argparse.Namespace) -> RegistrationOptions:
         model=args.model, refine_iterations=args.refine_iterations, device=args.device,
         threads=args.threads,
         fixed_is=args.fixed_is, output_spacing_mm=args.output_spacing or None,
+        fine_spacing_mm=args.fine_spacing,
         write_nifti=args.nifti, exclude_outside_landmarks=args.exclude_outside,
         round_to_voxel=args.round_to_voxel, report=not args.no_report)
 

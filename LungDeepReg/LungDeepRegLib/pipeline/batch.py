@@ -2,10 +2,13 @@
 
 Manifest (CSV): ``fixed,moving`` and optionally ``id``, ``fixed_mask``, ``moving_mask``,
 ``fixed_lobes``, ``moving_lobes``, ``fixed_landmarks``, ``moving_landmarks``,
-``landmark_format``; paths relative to the manifest. Each pair writes into ``OUT/<id>``;
-a pair whose ``metrics.json`` exists is skipped, so a re-run resumes. A failing pair is
-recorded with its error and the others go on. ``--shard i/n`` (or torchrun's RANK and
-WORLD_SIZE) processes every n-th pair, so several processes or machines share one manifest.
+``landmark_format``; paths relative to the manifest. Each pair writes into ``OUT/<id>``
+(an id is a plain folder name, unique in the manifest). A re-run resumes: a pair is skipped
+only when its ``metrics.json`` records the fingerprint of the same input files (path, size,
+modification time) and options; a pair whose inputs changed is registered again. A failing
+pair (bad input, a bad id, a missing file column) is recorded with its error and the others
+go on. ``--shard i/n`` (or torchrun's RANK and WORLD_SIZE) processes every n-th pair, so
+several processes or machines share one manifest.
 """
 
 from __future__ import annotations
@@ -13,24 +16,31 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
 from ..io.atomic import write_json, write_text
-from .outputs import METRICS_FILE
+from .outputs import METRICS_FILE, input_fingerprint
 from .register import RegistrationInputs, RegistrationOptions, register
+from .validate import check_options, check_out_dir
 
 COLUMNS = ("fixed_mask", "moving_mask", "fixed_lobes", "moving_lobes", "fixed_landmarks",
            "moving_landmarks")
+REQUIRED = ("fixed", "moving")
+# a plain folder name: no separator, no "."/"..", not hidden (the staging folders are)
+PAIR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass
 class BatchItem:
     pair_id: str
-    inputs: RegistrationInputs
+    inputs: RegistrationInputs | None
+    error: str | None = None  # why this row cannot run (recorded as a failed pair)
 
 
 def read_batch_manifest(path: str | Path) -> list[BatchItem]:
@@ -40,22 +50,43 @@ def read_batch_manifest(path: str | Path) -> list[BatchItem]:
         raise InputError(path, "manifest not found")
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    if not rows or not {"fixed", "moving"} <= set(rows[0]):
+    if not rows or not set(REQUIRED) <= set(rows[0]):
         raise InputError(path, "needs a header with at least the columns fixed,moving")
-    items, seen = [], set()
-    for number, row in enumerate(rows, start=1):
-        pair_id = (row.get("id") or f"pair{number:04d}").strip()
-        if pair_id in seen:
-            raise InputError(path, f"row {number}: duplicate id {pair_id!r}")
-        seen.add(pair_id)
-        paths = {key: str(path.parent / row[key]) if row.get(key) else None
-                 for key in ("fixed", "moving", *COLUMNS)}
-        inputs = RegistrationInputs(
-            **{key: Path(value) if value and "lobes" not in key else value
-               for key, value in paths.items()},
-            landmark_format=row.get("landmark_format") or None)
-        items.append(BatchItem(pair_id, inputs))
+    items = [_item(path, number, row) for number, row in enumerate(rows, start=1)]
+    _refuse_shared_ids(items)
     return items
+
+
+def _item(manifest: Path, number: int, row: dict) -> BatchItem:
+    pair_id = ((row.get("id") or "").strip() or f"pair{number:04d}")
+    if not PAIR_ID.fullmatch(pair_id) or pair_id in (".", ".."):
+        return BatchItem(pair_id, None, f"row {number}: id {pair_id!r} is not a plain name "
+                                        "(letters, digits, '.', '_', '-'; starting with a "
+                                        "letter or digit): it names the pair's output folder")
+    missing = [key for key in REQUIRED if not (row.get(key) or "").strip()]
+    if missing:
+        return BatchItem(pair_id, None, f"row {number}: no {' or '.join(missing)} file given")
+    paths = {key: str(manifest.parent / row[key].strip()) if (row.get(key) or "").strip()
+             else None for key in (*REQUIRED, *COLUMNS)}
+    inputs = RegistrationInputs(
+        **{key: Path(value) if value and "lobes" not in key else value
+           for key, value in paths.items()},
+        landmark_format=(row.get("landmark_format") or "").strip() or None)
+    return BatchItem(pair_id, inputs)
+
+
+def _refuse_shared_ids(items: list[BatchItem]) -> None:
+    """Rows that share an id would share (and overwrite) one output folder: none of them
+    may own it, so all of them fail. Compared ignoring case, as some file systems do."""
+    rows: dict[str, list[int]] = {}
+    for number, item in enumerate(items, start=1):
+        rows.setdefault(item.pair_id.casefold(), []).append(number)
+    for item in items:
+        shared = rows[item.pair_id.casefold()]
+        if len(shared) > 1 and item.error is None:
+            item.inputs, item.error = None, (
+                f"id {item.pair_id!r} is used by rows {', '.join(map(str, shared))}; "
+                "ids must be unique")
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -75,6 +106,8 @@ def run_batch(items: list[BatchItem], out_dir: Path, options: RegistrationOption
               on_pair: Callable[[BatchItem, dict], None] | None = None) -> list[dict]:
     """Register this shard's pairs; returns one summary row per pair (also written)."""
     out_dir = Path(out_dir)
+    check_options(options)  # the same for every pair: refused once, before any work
+    check_out_dir(out_dir)
     mine = items[shard[0] - 1::shard[1]]
     rows = []
     for item in mine:
@@ -88,18 +121,38 @@ def run_batch(items: list[BatchItem], out_dir: Path, options: RegistrationOption
 
 
 def _run_one(item: BatchItem, pair_dir: Path, options: RegistrationOptions) -> dict:
+    if item.error is not None:
+        return {"id": item.pair_id, "status": "failed", "error": item.error}
     row = {"id": item.pair_id, "fixed": str(item.inputs.fixed), "moving": str(item.inputs.moving)}
-    if (pair_dir / METRICS_FILE).is_file():
-        metrics = json.loads((pair_dir / METRICS_FILE).read_text())
-        return {**row, "status": "skipped (done before)", **_metric_columns(metrics)}
     try:
-        result = register(item.inputs, pair_dir, options)
+        earlier = _earlier_result(pair_dir, input_fingerprint(item.inputs, options))
+    except OSError as error:  # an input vanished between the manifest and now
+        return {**row, "status": "failed", "error": f"{error.filename}: {error.strerror}"}
+    if earlier is not None:
+        return {**row, "status": "skipped (done before)", **_metric_columns(earlier)}
+    try:
+        # warnings are the pair's own (its self-checks): kept in its row, named by its id
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = register(item.inputs, pair_dir, options)
     except InputError as error:
         return {**row, "status": "failed", "error": str(error)}
     except Exception as error:  # one bad pair must not stop the batch
         detail = traceback.format_exception_only(type(error), error)[-1].strip()
         return {**row, "status": "failed", "error": detail}
-    return {**row, "status": "done", **_metric_columns(result.metrics)}
+    messages = list(dict.fromkeys(str(warning.message) for warning in caught))
+    return {**row, "status": "done", **_metric_columns(result.metrics), "warnings": messages}
+
+
+def _earlier_result(pair_dir: Path, fingerprint: str) -> dict | None:
+    """The metrics of an earlier run made from the same inputs and options, else None (no
+    run, an unreadable file, or outputs that belong to other inputs: registered again)."""
+    try:
+        metrics = json.loads((pair_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    run = metrics.get("run") if isinstance(metrics, dict) else None
+    return metrics if isinstance(run, dict) and run.get("fingerprint") == fingerprint else None
 
 
 def _metric_columns(metrics: dict) -> dict:
@@ -109,6 +162,7 @@ def _metric_columns(metrics: dict) -> dict:
     if "landmarks" in metrics:
         columns["tre_before_mm"] = metrics["landmarks"]["before"]["mean"]
         columns["tre_after_mm"] = metrics["landmarks"]["after"]["mean"]
+    columns["failed_checks"] = ";".join(w["check"] for w in metrics.get("warnings") or [])
     return columns
 
 
@@ -124,6 +178,8 @@ def write_summary(rows: list[dict], out_dir: Path, suffix: str = "") -> None:
 
 
 def _csv_cell(value: object) -> str:
+    if isinstance(value, list):
+        value = "; ".join(map(str, value))
     text = f"{value:.4f}" if isinstance(value, float) else str(value)
     if "," in text or '"' in text:
         return '"' + text.replace('"', '""') + '"'

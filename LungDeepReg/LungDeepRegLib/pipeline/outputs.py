@@ -1,11 +1,18 @@
-"""Everything a registration writes into its output folder, each file atomically.
+"""Everything a registration writes into its output folder, all together or nothing.
 
-``metrics.json`` is written last: its presence marks a finished registration (the batch
-runner skips such pairs when resuming).
+The outputs are made in a private staging folder inside the output folder and moved in at
+the end, ``metrics.json`` last: its presence marks a finished registration, and its
+``run.fingerprint`` says which inputs and options made it (the batch runner skips a pair only
+when the fingerprint still matches). Re-using an output folder replaces the earlier run's
+outputs (the names of :func:`output_names`, nothing else), so no report, figure or landmark
+file of another run stays beside the new metrics; staging folders of a killed run
+(``.<name>.*.partial``) are removed when the next run writes there.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -14,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..io.atomic import write_json
+from ..io.atomic import publish, staging_folder, write_json
 from ..io.images import write_image
 from ..io.landmarks import write_markups_json
 from ..io.transforms import field_transform, write_field
@@ -25,13 +32,69 @@ from ..version import __version__
 from .evaluation import EvaluationInputs, evaluate
 
 METRICS_FILE = "metrics.json"
+# every file a registration may write besides the report's (see output_names)
+_OUTPUT_FILES = ("field.nrrd", "field.h5", "field.nii.gz", "warped_moving.nrrd",
+                 "fixed_lungs.nrrd", "warped_moving_lobes.nrrd", "jacobian.nrrd",
+                 "fixed_landmarks_tre.mrk.json", "predicted_moving_landmarks.mrk.json",
+                 "landmark_qa.json", "landmark_qa.csv", METRICS_FILE)
+# options that do not change the result: a batch re-run with other values still resumes
+_RESULT_NEUTRAL_OPTIONS = ("threads",)
 
 
-def write_outputs(pair, inputs, options, state, out_dir: Path, points=None
-                  ) -> tuple[dict[str, Path], dict]:
-    """Write fields, warped images, the Jacobian map, landmarks, metrics and the report;
-    returns the files written and the metrics."""
+def output_names() -> tuple[str, ...]:
+    """The file names a registration writes into its folder (the report's included)."""
+    from ..reporting import FIGURES, REPORT_NAME  # matplotlib: only when writing
+
+    return (*_OUTPUT_FILES, REPORT_NAME, *FIGURES.values())
+
+
+def write_outputs(pair, inputs, options, state, out_dir: Path, points=None,
+                  fingerprint: str | None = None) -> tuple[dict[str, Path], dict]:
+    """Write fields, warped images, the Jacobian map, landmarks, metrics and the report into
+    ``out_dir``, replacing an earlier run's outputs there; returns the files and the
+    metrics. ``fingerprint``: :func:`input_fingerprint` taken when the run started."""
     out_dir = Path(out_dir)
+    fingerprint = fingerprint or input_fingerprint(inputs, options)
+    with staging_folder(out_dir) as staging:
+        files, metrics = _write_into(pair, inputs, options, state, staging, points)
+        metrics["run"]["fingerprint"] = fingerprint
+        files["metrics"] = write_json(staging / METRICS_FILE, metrics)
+        publish(staging, out_dir, output_names(), last=METRICS_FILE)
+    return {key: out_dir / path.name for key, path in files.items()}, metrics
+
+
+def input_fingerprint(inputs, options) -> str:
+    """A hash of what a result depends on: every input file (resolved path, size and
+    modification time, in ns) and the options. Cheap (no file is read), and it changes
+    when a file is replaced, touched or renamed, or an option changes."""
+    stamps = {name: value if name.endswith("_format") else _stamps(value)
+              for name, value in vars(inputs).items()}
+    chosen = {key: value for key, value in vars(options).items()
+              if key not in _RESULT_NEUTRAL_OPTIONS}
+    chosen["model_file"] = _stamps(options.model) if Path(options.model).is_file() else None
+    text = json.dumps({"inputs": stamps, "options": chosen}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _stamps(value: object) -> list | None:
+    """(path, size, mtime_ns) of a file, of each file in a folder, or of each file of a
+    comma-separated list (lobe masks)."""
+    if value is None:
+        return None
+    found = []
+    for part in str(value).split(","):
+        path = Path(part.strip()).resolve()
+        members = sorted(path.iterdir()) if path.is_dir() else [path]
+        for member in members:
+            stat = member.stat() if member.exists() else None
+            found.append([str(member), stat and stat.st_size, stat and stat.st_mtime_ns])
+    return found
+
+
+def _write_into(pair, inputs, options, state, out_dir: Path, points=None
+                ) -> tuple[dict[str, Path], dict]:
+    """Every output but ``metrics.json``, into ``out_dir``; returns the files and the
+    metrics."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"field_nrrd": write_field(state.field, state.grid, out_dir / "field.nrrd"),
              "field_h5": write_field(state.field, state.grid, out_dir / "field.h5")}
@@ -65,11 +128,12 @@ def write_outputs(pair, inputs, options, state, out_dir: Path, points=None
         landmark_source=None if inputs.fixed_landmarks is None else str(inputs.fixed_landmarks),
     ))
     metrics["run"] = run_information(inputs, options, state)
+    # what the self-checks measured, and the checks that failed (the report's warning box)
+    metrics["self_checks"], metrics["warnings"] = pair.checks.to_metrics()
     if points is not None:
         files.update(_landmark_files(points, metrics, state, out_dir))
     if options.report:
         files["report"] = _report(pair, jacobian, warped, metrics, out_dir)
-    files["metrics"] = write_json(out_dir / METRICS_FILE, metrics)
     return files, metrics
 
 

@@ -25,6 +25,14 @@ pyramid, inside the 10-20 s share of the one-minute budget (more steps bought < 
 The correction is upsampled and ADDED to the full-resolution start, so what a network
 resolved on its finer grid stays.
 
+Optional fine level (``RefineConfig.fine_spacing_mm``): on a CT finer than the 96x80x96
+level (POPI full resolution: 0.98x0.98x2 mm against 3-3.5 mm), the crop is made at about
+that spacing (never finer than the CT, at most ``fine_max_voxels``, float32) and one more
+level runs on the crop itself, after the finest pyramid level and as a part of it (the
+multistart's choice after the coarse levels is unchanged). Its learning rate is half the
+finest level's. On a coarse CT (POPI light, 5x5x6 mm) the crop is the finest level already
+and nothing changes. Measured in ``Testing/benchmark/results/refinement_ablation.md``.
+
 Loss weights: ``losses.TUNED_WEIGHTS`` (alpha 30 curvature, gamma 3 volume change control,
 t 0.2), chosen by ``Testing/benchmark/tune_loss_weights.py`` over 15 settings on four
 synthetic breathing pairs of the training CT (tuning seeds ``pair_seed(31337, i)``): mean
@@ -49,7 +57,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..losses import TUNED_T, TUNED_WEIGHTS, LossWeights
 from ..networks.pyramid import downsample, level_grid
 from ..spatial import Grid, resample_field
 from .optimise import (
@@ -63,68 +70,12 @@ from .optimise import (
     one_hot_pair,
     optimise_level,
 )
+from .refine_config import RefineConfig  # defined there, imported from here by callers
 
 MIN_LEVEL_VOXELS = 6
 ALL_LEVELS = slice(None)
 COARSE_LEVELS = slice(None, -1)  # every level but the finest
 FINEST_LEVEL = slice(-1, None)
-
-
-@dataclass(frozen=True)
-class RefineConfig:
-    """Settings of :func:`refine`; the defaults register from identity (``--model none``).
-
-    Attributes:
-        size: finest refinement grid (x, y, z) voxels over the crop's extent.
-        spacing_mm: when set, the finest grid gets about this spacing instead of ``size``.
-        levels: pyramid levels (each halves the grid); 3 from identity, 1-2 after a network.
-        iterations: maximal Adam steps per level, coarse to fine (last value repeated).
-        learning_rate: Adam step (about mm per step) on the finest level, doubled per coarser
-            level, where the voxels (and the motion left to find) are larger.
-        ngf, curvature, volume, mask: loss weights (1, alpha, gamma, beta of Hering 2021).
-        t: psi_t threshold of the volume change control on every level.
-        update_sigma: Gaussian smoothing of each update, voxels of the level; 0 = none.
-        tolerance, window: a level stops when the best loss of the last ``window`` steps is
-            less than ``tolerance`` (relative) below the best loss before them.
-        use_mask: restrict NGF to the fixed lung mask when one is given (as in the paper).
-    """
-
-    size: tuple[int, int, int] = (96, 80, 96)
-    spacing_mm: float | None = None
-    levels: int = 3
-    iterations: tuple[int, ...] = (100, 60, 30)
-    learning_rate: float = 0.5
-    ngf: float = TUNED_WEIGHTS.ngf
-    curvature: float = TUNED_WEIGHTS.curvature
-    volume: float = TUNED_WEIGHTS.volume
-    mask: float = TUNED_WEIGHTS.mask
-    t: float = TUNED_T
-    update_sigma: float = 1.0
-    tolerance: float = 1e-3
-    window: int = 20
-    use_mask: bool = True
-
-    def __post_init__(self) -> None:
-        if self.levels < 1 or not self.iterations or min(self.iterations) < 0:
-            raise ValueError("refinement needs >= 1 level and non-negative iterations")
-        if self.learning_rate <= 0 or self.window < 1 or self.tolerance < 0:
-            raise ValueError("learning_rate and window must be positive, tolerance >= 0")
-
-    @classmethod
-    def after_network(cls) -> RefineConfig:
-        """Fine-tuning of a network's output, which has found the large motion already:
-        48x40x48 and 96x80x96, 40 + 30 steps of 0.25 mm (0.5 on the coarser level). From
-        starts 2 mm off this gave 0.35 mm, one level of 40 steps 0.44 mm (0.38 at 0.5 mm)."""
-        return cls(levels=2, iterations=(40, 30), learning_rate=0.25)
-
-    def level_iterations(self) -> list[int]:
-        """Maximal steps of each level, coarse to fine."""
-        steps = list(self.iterations[: self.levels])
-        return steps + [steps[-1]] * (self.levels - len(steps))
-
-    def loss_weights(self) -> LossWeights:
-        return LossWeights(ngf=self.ngf, curvature=self.curvature, volume=self.volume,
-                           mask=self.mask, keypoints=0.0)
 
 
 @dataclass
@@ -149,6 +100,13 @@ def refinement_grid(grid: Grid, config: RefineConfig) -> Grid:
     # never finer than the input: that would only interpolate the same information
     size = tuple(min(int(a), int(b)) for a, b in zip(size, grid.size, strict=True))
     return grid if size == grid.size else grid.with_size(size)
+
+
+def _has_fine_level(grid: Grid, finest: Grid, config: RefineConfig) -> bool:
+    """Whether the optional fine level runs: asked for, and the input crop is finer than
+    the finest pyramid level (on a coarse CT the crop is that level already)."""
+    return (config.fine_spacing_mm is not None and config.fine_iterations > 0
+            and grid is not finest and np.prod(grid.size) > np.prod(finest.size))
 
 
 def _level_grids(finest: Grid, levels: int) -> list[Grid]:
@@ -210,7 +168,7 @@ def refine(
         config: :class:`RefineConfig` (default: registration from identity).
         fixed_mask: ``(1, 1, z, y, x)`` lung mask; restricts NGF (``config.use_mask``).
         fixed_labels, moving_labels: integer lung/lobe labels (0 background) on ``grid``;
-            with both given and ``config.mask > 0`` the mask alignment term is used.
+            with both given and ``config.weights.mask > 0`` the mask alignment term is used.
         progress: called as ``progress(fraction, message)`` during the optimisation.
         should_stop: polled every step; True ends the optimisation early, and the field
             reached so far is returned (``cancelled=True``).
@@ -228,6 +186,10 @@ def refine(
     steps = config.level_iterations()[config.levels - len(grids):]  # levels left out
     rates = [config.learning_rate * 2.0 ** (len(grids) - 1 - i) for i in range(len(grids))]
     selected = list(range(len(grids)))[run_levels]
+    if _has_fine_level(grid, finest, config) and selected and selected[-1] == len(grids) - 1:
+        # the fine level belongs to the finest: it runs whenever the finest level runs
+        grids, selected = grids + [grid], selected + [len(grids)]
+        steps, rates = steps + [config.fine_iterations], rates + [config.learning_rate / 2]
     base = torch.zeros_like(fixed).expand(-1, 3, -1, -1, -1).clone() \
         if initial_field is None else initial_field.to(fixed.dtype).clone()
     if not selected:  # e.g. the coarse levels of a one-level pyramid

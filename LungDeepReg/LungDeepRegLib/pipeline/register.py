@@ -26,17 +26,27 @@ from ..errors import InputError
 from ..io.images import read_image
 from ..io.landmarks import read_landmark_pair
 from ..io.lobes import read_lobes
+from ..io.transforms import field_transform
 from ..models.store import load_model, model_names
-from ..preprocess import lung_labels
 from ..preprocess.crop import lung_crop_grid, normalize_ct, resample_to_grid
 from ..spatial import Grid, image_to_tensor
 from .affine import affine_prealign
+from .checks import (
+    SelfChecks,
+    checked_lungs,
+    coverage_check,
+    in_hounsfield_units,
+    lung_match,
+    match_checks,
+    volume_ratio_check,
+)
 from .fields import compose_with_affine, extend_field, output_grid
-from .multistart import Start, refine_from_best_start
+from .multistart import Start, border_extended, refine_from_best_start
 from .network import NO_NETWORK, NetworkResult, best_candidate, network_candidates
 from .optimise import sub_progress
-from .outputs import write_outputs
+from .outputs import input_fingerprint, write_outputs
 from .refine import RefineConfig
+from .validate import check_ct, check_inputs, check_landmarks_inside
 
 DEFAULT_MODEL = "lungdeepreg-popi-cpu"
 Progress = Callable[[float, str], None]
@@ -68,6 +78,7 @@ class RegistrationOptions:
     threads: int | None = None  # CPU threads; None: the policy of device.thread_count
     fixed_is: str = "inhale"  # the phase of the fixed image, recorded in the outputs
     output_spacing_mm: float | None = 2.0  # None: the fixed image's own grid
+    fine_spacing_mm: float | None = None  # a last refinement level at this spacing (mm)
     write_nifti: bool = False
     exclude_outside_landmarks: bool = False
     round_to_voxel: bool = False
@@ -83,6 +94,10 @@ class PreparedPair:
     fixed_lungs: sitk.Image  # 0 background, 1 left, 2 right (given mask or automatic)
     fixed_lobes: sitk.Image | None = None
     moving_lobes: sitk.Image | None = None
+    moving_lungs: sitk.Image | None = None
+    checks: SelfChecks = dataclass_field(default_factory=SelfChecks)
+    sources: tuple[Path, Path] | None = None  # the fixed and moving files, for messages
+    fixed_is: str = "inhale"
 
 
 @dataclass
@@ -128,18 +143,32 @@ class _Step:
         self.state.runtime_s[self.name] = self.state.runtime_s.get(self.name, 0.0) + elapsed
 
 
-def prepare(inputs: RegistrationInputs) -> PreparedPair:
-    """Read and validate the pair (errors name the file before any work is done)."""
-    fixed, moving = read_image(inputs.fixed), read_image(inputs.moving)
-    lungs = (read_image(inputs.fixed_mask, kind="label") if inputs.fixed_mask
-             else lung_labels(fixed))
-    if not bool(sitk.GetArrayViewFromImage(lungs).any()):
-        raise InputError(inputs.fixed_mask or inputs.fixed, "no lung found in the fixed image")
-    pair = PreparedPair(fixed, moving, lungs)
+def prepare(inputs: RegistrationInputs, fixed_is: str = "inhale") -> PreparedPair:
+    """Read and validate the pair, and check both lung masks (errors name the file before
+    any work is done)."""
+    checks = SelfChecks()
+    fixed = in_hounsfield_units(read_image(inputs.fixed), inputs.fixed, "fixed", checks)
+    moving = in_hounsfield_units(read_image(inputs.moving), inputs.moving, "moving", checks)
+    check_ct(fixed, inputs.fixed)
+    check_ct(moving, inputs.moving)
+    lungs = checked_lungs(fixed, inputs.fixed, "fixed", checks, _given_mask(inputs.fixed_mask))
+    moving_lungs = checked_lungs(moving, inputs.moving, "moving", checks,
+                                 _given_mask(inputs.moving_mask))
+    pair = PreparedPair(fixed, moving, lungs, moving_lungs=moving_lungs, checks=checks,
+                        sources=(Path(inputs.fixed), Path(inputs.moving)), fixed_is=fixed_is)
     if inputs.fixed_lobes and inputs.moving_lobes:
         pair.fixed_lobes = read_lobes(inputs.fixed_lobes)
         pair.moving_lobes = read_lobes(inputs.moving_lobes)
     return pair
+
+
+def _given_mask(path: Path | None) -> sitk.Image | None:
+    if path is None:
+        return None
+    mask = read_image(path, kind="label")
+    if not bool(sitk.GetArrayViewFromImage(mask).any()):
+        raise InputError(path, "the lung mask is empty")
+    return mask
 
 
 def estimate_field(pair: PreparedPair, options: RegistrationOptions,
@@ -150,6 +179,11 @@ def estimate_field(pair: PreparedPair, options: RegistrationOptions,
     step = StepTimer(state, progress, should_stop)
     with step("affine pre-alignment", 0.05):
         state.affine = affine_prealign(pair.fixed, pair.moving, pair.fixed_lungs)
+        if pair.sources is not None:  # stop before the heavy work when nothing overlaps
+            coverage_check(pair.fixed_lungs, pair.moving, state.affine, pair.sources[1],
+                           pair.checks, pair.moving_lungs, pair.fixed)
+            volume_ratio_check(pair.checks, pair.fixed_is)
+    pre_alignment = state.affine
     device = resolve_device(options.device)
     try:
         _deformable(pair, options, state, step, device)
@@ -164,6 +198,11 @@ def estimate_field(pair: PreparedPair, options: RegistrationOptions,
         else:
             extended = extend_field(state.deformable, state.crop, state.grid)
         state.field = compose_with_affine(extended, state.grid, state.affine)
+    with step("self-checks", 0.92):
+        deformed = None if state.deformable is None else field_transform(state.field, state.grid)
+        images = (pair.fixed, pair.moving, pair.fixed_lungs)
+        match_checks(lung_match(*images, pre_alignment),
+                     None if deformed is None else lung_match(*images, deformed), pair.checks)
     return state
 
 
@@ -180,7 +219,7 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
     if model is None and options.refine_iterations == 0:
         return  # --model none --refine-iterations 0: the affine pre-alignment alone
     starts = [Start(NO_NETWORK if model is not None else "affine", state.affine, None, None,
-                    refine_config(options.refine_iterations, after_network=False))]
+                    refine_config(options.refine_iterations, False, options.fine_spacing_mm))]
     if model is not None:
         size = tuple(state.model_card["input"]["size_xyz"])
         with step("network", 0.2):
@@ -191,11 +230,16 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
             return
         network = best_candidate(candidates, ("affine", "identity"))
         starts.append(Start(network.start_name, network.start, network.field, network.grid,
-                            refine_config(options.refine_iterations, after_network=True)))
+                            refine_config(options.refine_iterations, True,
+                                          options.fine_spacing_mm)))
     with step("instance optimisation", 0.35):
+        # the identity (no registration) is a candidate of the final comparison too
+        nothing = Start("identity, no registration", sitk.AffineTransform(3), None, None,
+                        starts[0].config)
         result = refine_from_best_start(
             starts, _crops_once(pair, device),
-            progress=sub_progress(step.progress, 0.35, 0.9), should_stop=step.should_stop)
+            progress=sub_progress(step.progress, 0.35, 0.9), should_stop=step.should_stop,
+            baselines=[nothing])
         if result.refined.cancelled:
             raise Cancelled("instance optimisation")
         state.crop, state.deformable = result.grid, result.refined.field.detach().float()
@@ -203,6 +247,8 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
         if state.network_start is not None:
             state.network_start.update(refined_from=result.start.name,
                                        ngf_in_lung_after_coarse_levels=result.scores)
+            state.network_start.update(kept=result.kept,
+                                       ngf_in_lung_final=result.final_scores)
 
 
 def _crops_once(pair: PreparedPair, device: torch.device
@@ -214,8 +260,10 @@ def _crops_once(pair: PreparedPair, device: torch.device
     def crop(transform: sitk.Transform, config: RefineConfig) -> tuple:
         key = (transform.GetParameters(), transform.GetFixedParameters(), config.size)
         if key not in made:
-            size = native_size(pair.fixed, pair.fixed_lungs, config.size)
-            made[key] = crop_inputs(pair, transform, size, device)
+            size = native_size(pair.fixed, pair.fixed_lungs, config.size, config)
+            grid, fixed, moving, mask = crop_inputs(pair, transform, size, device)
+            # no -1024 HU slab where the lungs touch the moving field of view (multistart)
+            made[key] = grid, fixed, border_extended(pair.moving, transform, grid, moving), mask
         return made[key]
 
     return crop
@@ -227,12 +275,15 @@ def _keep(state: RegistrationState, result: NetworkResult) -> None:
     state.network_start = {"start": result.start_name, "ngf_in_lung": dict(result.scores)}
 
 
-def native_size(fixed: sitk.Image, lungs: sitk.Image, size: tuple[int, int, int]
-                ) -> tuple[int, int, int]:
-    """``size``, but never finer than the fixed image's own voxels over the lung crop
-    (a coarse CT gains nothing from an upsampled refinement grid, only cost)."""
+def native_size(fixed: sitk.Image, lungs: sitk.Image, size: tuple[int, int, int],
+                config: RefineConfig | None = None) -> tuple[int, int, int]:
+    """``size`` (or, with ``config``, the crop its optional fine level needs:
+    :meth:`RefineConfig.crop_size`), but never finer than the fixed image's own voxels over
+    the lung crop (a coarse CT gains nothing from an upsampled refinement grid, only cost)."""
     crop = lung_crop_grid(fixed, lungs, size=size)
     extent = np.asarray(crop.spacing) * (np.asarray(crop.size) - 1)
+    if config is not None:
+        size = config.crop_size(tuple(float(e) for e in extent))
     native = np.ceil(extent / np.asarray(fixed.GetSpacing())).astype(int) + 1
     return tuple(int(max(8, min(n, s))) for n, s in zip(native, size, strict=True))
 
@@ -259,13 +310,25 @@ def crop_inputs(pair: PreparedPair, affine: sitk.Transform, size: tuple[int, int
     return grid, as_input(fixed), as_input(moving), (mask > 0).float().to(device)
 
 
-def refine_config(iterations: int | None, after_network: bool) -> RefineConfig:
-    """The tuned schedule (from identity, or after a network); ``iterations`` caps every
-    level's steps."""
+def refine_config(iterations: int | None, after_network: bool,
+                  fine_spacing_mm: float | None = None) -> RefineConfig:
+    """The tuned schedule (from identity, or after a network), with the fine level at
+    ``fine_spacing_mm`` on CTs finer than the 96x80x96 level when asked for;
+    ``iterations`` caps every level's steps (the fine level's too).
+
+    The fine level is off by default: on the tuning pairs (synthetic full-resolution POPI
+    00, seeds pair_seed(31337, 0..1)) 2 mm gave 0.28 -> 0.22 and 0.24 -> 0.21 mm mean
+    lung-point TRE, but nothing on the real full-resolution evaluation pair (3.25 -> 3.27
+    mm), and the 512x512x141 ``register`` took 60.1 s instead of 36.4 s
+    (Testing/benchmark/results/refinement_ablation.md, register_large.md).
+    """
     config = RefineConfig.after_network() if after_network else RefineConfig()
+    if fine_spacing_mm is not None:
+        config = dataclasses.replace(config, fine_spacing_mm=fine_spacing_mm)
     if iterations is not None:
         capped = tuple(min(iterations, n) for n in config.level_iterations())
-        config = dataclasses.replace(config, iterations=capped)
+        config = dataclasses.replace(config, iterations=capped,
+                                     fine_iterations=min(iterations, config.fine_iterations))
     return config
 
 
@@ -281,13 +344,17 @@ def register(inputs: RegistrationInputs, out_dir: Path,
              should_stop: Callable[[], bool] | None = None) -> RegistrationResult:
     """Register one pair and write all outputs into ``out_dir`` (see :mod:`.outputs`)."""
     options = options or RegistrationOptions()
+    check_inputs(inputs, options, out_dir)  # every input judged before any work
+    fingerprint = input_fingerprint(inputs, options)  # the inputs as this run reads them
     configure_threads(options.threads)
-    pair = prepare(inputs)
-    points = read_points(inputs, pair)
+    pair = prepare(inputs, options.fixed_is)
+    points = check_landmarks_inside(read_points(inputs, pair), pair.fixed, pair.moving,
+                                    inputs, options.exclude_outside_landmarks)
     state = estimate_field(pair, options, progress, should_stop)
     step = StepTimer(state, progress, should_stop)
     with step("write outputs", 0.93):
-        files, metrics = write_outputs(pair, inputs, options, state, Path(out_dir), points)
+        files, metrics = write_outputs(pair, inputs, options, state, Path(out_dir), points,
+                                       fingerprint)
     if progress is not None:
         progress(1.0, "done")
     return RegistrationResult(Path(out_dir), files, metrics)

@@ -17,10 +17,10 @@ import SimpleITK as sitk
 import torch
 
 from ..spatial.grid import Grid
+from .body import BODY_THRESHOLD_HU
 from .lung_mask import lung_mask as automatic_lung_mask
 
 NETWORK_SIZE = (192, 160, 192)  # (x, y, z) voxels, Hering et al. 2021
-BODY_THRESHOLD_HU = -500.0
 # the CT range io.images.read_image clips to (repeated here: preprocess may not import io)
 HU_MIN, HU_MAX = -1024.0, 3071.0
 

@@ -1,20 +1,43 @@
-"""Automatic lung masks from CT with SimpleITK filters (no model, no user input).
+"""Automatic lung masks from CT with SimpleITK/SciPy filters (no model, no user input).
 
 Recipe (CONVENTIONS.md): HU threshold around -400, air outside the body removed, the
-largest components kept, holes (vessels, airway walls) filled, a small dilation. The left
-and right lungs are then told apart so that the mask term of the loss can use them.
-Labels: 1 = left lung, 2 = right lung (patient left is +x in LPS).
+largest components kept, holes (vessels, airway walls) filled, a small dilation. The steps
+are made to hold on CTs as they come:
+
+- intensities are brought to HU first (:mod:`.hu`: unsigned HU + 1024 storage is shifted);
+- outside air is the air not enclosed by the body in its axial slices (:mod:`.body`), not
+  "air touching the border", so a lung cut by the field of view stays;
+- gas in the bowel, the stomach or the oesophagus (and a trachea that is not joined to
+  the lungs) is enclosed too, but it is pure air while lung parenchyma is denser (vessels,
+  tissue): a component whose interior median lies within ``GAS_MARGIN_HU`` of the outside
+  air level is not lung. Measured on the shared CTs: lungs 67 HU above that level (the
+  emphysematous COPDGene CT at 4 mm) to 200 HU, stomach and bowel gas 2-18 HU above it
+  (with and without 100 HU noise);
+- a single lung gets its label from the side where the body ends (:mod:`.sides`), not
+  from "the two largest parts";
+- the morphology runs on a grid of about 2.5 mm and the result is resampled back.
+
+Labels: 1 = left lung, 2 = right lung (patient left is +x in LPS), see :mod:`.sides`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
-from .coarsen import coarsen
+from .body import AirComponents, fill_holes, find_air, to_ct_grid
+from .hu import working_hu
+from .sides import LATERAL_REACH_MM, left_right_lungs, lung_sides
+from .voxels import bounding_box, like, voxel_ml
 
 AIR_THRESHOLD_HU = -400.0
-MIN_LUNG_ML = 50.0
+GAS_MARGIN_HU = 35.0
+MIN_PART_FRACTION = 0.1  # a second lung part must hold this share of the largest one
+MIN_PART_ML = 1.0
+BOX_MARGIN_MM = LATERAL_REACH_MM + 5.0  # room for the closing and the side test
+
+__all__ = ["left_right_lungs", "lung_labels", "lung_mask"]
 
 
 def lung_labels(ct: sitk.Image, threshold: float = AIR_THRESHOLD_HU,
@@ -23,13 +46,17 @@ def lung_labels(ct: sitk.Image, threshold: float = AIR_THRESHOLD_HU,
 
     The morphology runs on a grid of at least ``working_spacing_mm`` (a 512x512 CT has ten
     times more voxels than the mask needs); the labels are resampled back at the end.
+    Empty when no lung-like air is found.
     """
-    working = coarsen(ct, working_spacing_mm)
-    labels = left_right_lungs(_lung_mask_on_grid(working, threshold, dilation_mm))
-    if working.GetSize() == ct.GetSize():
-        return sitk.Cast(labels, sitk.sitkUInt8)
-    return sitk.Resample(labels, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-                         sitk.sitkUInt8)
+    air = find_air(working_hu(ct, working_spacing_mm), threshold)
+    lungs = _select_lungs(air)
+    labels = np.zeros(lungs.shape, dtype=np.uint8)
+    if lungs.any():  # the rest only needs the lungs and what lies beside them
+        box = bounding_box(lungs, air.working, BOX_MARGIN_MM)
+        crop = air.working[box[::-1]]
+        lungs = _dilate(fill_holes(lungs[box], crop, air.axis), crop, dilation_mm)
+        labels[box] = lung_sides(lungs, crop, air.outside()[box])
+    return to_ct_grid(labels, air.working, ct)
 
 
 def lung_mask(ct: sitk.Image, **kwargs: float) -> sitk.Image:
@@ -37,113 +64,45 @@ def lung_mask(ct: sitk.Image, **kwargs: float) -> sitk.Image:
     return sitk.Cast(lung_labels(ct, **kwargs) > 0, sitk.sitkUInt8)
 
 
-def _lung_mask_on_grid(ct: sitk.Image, threshold: float, dilation_mm: float) -> sitk.Image:
-    air = sitk.BinaryThreshold(ct, -10000.0, threshold, 1, 0)
-    inner = _remove_outside_air(air)
-    lungs = _keep_large_components(inner, ct)
-    lungs = _fill_holes(lungs, ct)
-    radius = [max(1, round(dilation_mm / s)) for s in ct.GetSpacing()]
-    return sitk.Cast(sitk.BinaryDilate(lungs, radius), sitk.sitkUInt8)
+def _select_lungs(air: AirComponents) -> np.ndarray:
+    """Inside-body air components that are lung: not gas, and lung-sized.
 
-
-def left_right_lungs(mask: sitk.Image) -> sitk.Image:
-    """Split a binary lung mask into 1 = left, 2 = right.
-
-    When the lungs touch (through the airways or a thin mediastinum) the mask is eroded
-    until two large parts appear; every lung voxel then takes the label of the nearer part.
-    Falls back to the midline of the mask when no two parts separate.
+    The largest lung-like component is kept with every other one holding at least
+    ``MIN_PART_FRACTION`` of its volume (the second lung, or a lung split by a cut).
+    When every candidate looks like gas they are all kept (an unusual image, or lungs
+    darker than expected): the pipeline judges the mask's volume and can fall back to the
+    body's air region.
     """
-    seeds = _two_largest_after_erosion(mask)
-    if seeds is None:
-        return _split_at_midline(mask)
-    first, second = seeds
-    distance = [sitk.SignedMaurerDistanceMap(s, insideIsPositive=False, squaredDistance=False,
-                                             useImageSpacing=True) for s in (first, second)]
-    nearer_first = sitk.GetArrayFromImage(distance[0]) <= sitk.GetArrayFromImage(distance[1])
-    inside = sitk.GetArrayFromImage(mask) > 0
-    labels = np.where(nearer_first, 1, 2).astype(np.uint8) * inside
-    if _centroid_x(labels == 1, mask) < _centroid_x(labels == 2, mask):
-        labels = np.where(inside, 3 - labels, 0).astype(np.uint8)  # +x is patient left
-    return _like(labels, mask)
+    ml = voxel_ml(air.working)
+    candidates = [k for k in air.inside_labels if air.sizes[k] * ml >= MIN_PART_ML]
+    if not candidates:
+        return np.zeros(air.labels.shape, dtype=bool)
+    gas_level = air.air_level() + GAS_MARGIN_HU
+    boxes = ndimage.find_objects(air.labels)
+    lung_like = [k for k in candidates if _interior_median(air, k, boxes[k - 1]) > gas_level]
+    pool = lung_like or candidates
+    largest = max(air.sizes[k] for k in pool)
+    keep = [k for k in pool if air.sizes[k] >= MIN_PART_FRACTION * largest]
+    return np.isin(air.labels, keep)
 
 
-# --------------------------------------------------------------------------- helpers
-def _remove_outside_air(air: sitk.Image) -> sitk.Image:
-    """Drop air components that touch the in-plane border (outside the body).
+def _dilate(lungs: np.ndarray, working: sitk.Image, dilation_mm: float) -> np.ndarray:
+    """Add the voxels whose centres lie within ``dilation_mm`` of the mask.
 
-    The z faces are not used: the trachea and the lung apices often touch the first or last
-    slice, and they must stay.
+    Along axes whose voxels are coarser than ``dilation_mm`` nothing is added: rounding a
+    2 mm dilation up to one 3-4 mm voxel added a fifth to the lung volume of the CIP CT
+    and doubled the lung bases of the TotalSegmentator CT (a lung's surface is large).
     """
-    components = sitk.GetArrayFromImage(sitk.ConnectedComponent(air))
-    border = np.unique(np.concatenate([
-        components[:, 0, :].ravel(), components[:, -1, :].ravel(),
-        components[:, :, 0].ravel(), components[:, :, -1].ravel()]))
-    inside = (components > 0) & ~np.isin(components, border[border > 0])
-    return _like(inside.astype(np.uint8), air)
+    radius = [int(dilation_mm / s + 1e-6) for s in working.GetSpacing()]
+    if not any(radius):
+        return lungs
+    return sitk.GetArrayFromImage(sitk.BinaryDilate(like(lungs.astype(np.uint8), working),
+                                                    radius)) > 0
 
 
-def _keep_large_components(mask: sitk.Image, reference: sitk.Image) -> sitk.Image:
-    """Keep the two largest components, and only those above a lung-sized volume."""
-    relabeled = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
-    array = sitk.GetArrayFromImage(relabeled)
-    voxel_ml = float(np.prod(reference.GetSpacing())) / 1000.0
-    keep = [label for label in (1, 2) if np.count_nonzero(array == label) * voxel_ml
-            >= MIN_LUNG_ML]
-    if not keep:  # a tiny or unusual image: keep the largest air region anyway
-        keep = [1]
-    return _like(np.isin(array, keep).astype(np.uint8), mask)
-
-
-def _fill_holes(mask: sitk.Image, reference: sitk.Image) -> sitk.Image:
-    """Close vessels and airway walls: a small closing, then hole filling slice by slice."""
-    radius = [max(1, round(3.0 / s)) for s in reference.GetSpacing()]
-    closed = sitk.BinaryMorphologicalClosing(mask, radius)
-    array = sitk.GetArrayFromImage(closed)
-    filled = np.stack([sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(s)))
-                       for s in array])
-    return _like(filled.astype(np.uint8), mask)
-
-
-def _two_largest_after_erosion(mask: sitk.Image, steps: int = 8
-                               ) -> tuple[sitk.Image, sitk.Image] | None:
-    eroded = mask
-    for _ in range(steps + 1):
-        ranked = sitk.RelabelComponent(sitk.ConnectedComponent(eroded), sortByObjectSize=True)
-        array = sitk.GetArrayFromImage(ranked)
-        sizes = [np.count_nonzero(array == k) for k in (1, 2)]
-        if sizes[1] > 0.1 * sizes[0]:  # the second part is lung-sized, not a speck
-            return tuple(_like((array == k).astype(np.uint8), mask) for k in (1, 2))
-        if sizes[0] == 0:
-            return None
-        eroded = sitk.BinaryErode(eroded, [1, 1, 1])
-    return None
-
-
-def _split_at_midline(mask: sitk.Image) -> sitk.Image:
-    inside = sitk.GetArrayFromImage(mask) > 0
-    zz, yy, xx = np.nonzero(inside)
-    if xx.size == 0:
-        return _like(inside.astype(np.uint8), mask)
-    physical_x = _physical_x(mask)
-    middle = float(np.median(physical_x[zz, yy, xx]))
-    labels = np.where(physical_x > middle, 1, 2).astype(np.uint8) * inside
-    return _like(labels, mask)
-
-
-def _physical_x(image: sitk.Image) -> np.ndarray:
-    """LPS x coordinate of every voxel, shape (z, y, x)."""
-    size = image.GetSize()
-    k, j, i = np.meshgrid(*[np.arange(n) for n in size[::-1]], indexing="ij")
-    matrix = np.asarray(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
-    return image.GetOrigin()[0] + matrix[0, 0] * i + matrix[0, 1] * j + matrix[0, 2] * k
-
-
-def _centroid_x(region: np.ndarray, image: sitk.Image) -> float:
-    values = _physical_x(image)[region]
-    return float(values.mean()) if values.size else 0.0
-
-
-def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.CopyInformation(reference)
-    return image
+def _interior_median(air: AirComponents, label: int, box: tuple[slice, ...]) -> float:
+    """Median HU of a component's voxels away from its surface (partial volumes excluded)."""
+    part = air.labels[box] == label
+    core = ndimage.binary_erosion(part)
+    values = air.hu[box][core if core.any() else part]
+    return float(np.median(values))

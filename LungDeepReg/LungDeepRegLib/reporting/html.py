@@ -30,6 +30,9 @@ table.data th, table.data td { border: 1px solid #ccc; padding: 0.2em 0.6em; }
 table.data th { background: #eef1f5; } table.data td.num { text-align: right; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { color: #333; font-size: 0.92em; max-width: 1000px; }
+.warnings { background: #fff3e0; border: 2px solid #e65100; border-radius: 6px;
+            padding: 0.4em 1.2em 0.6em; margin: 0.8em 0; }
+.warnings h2 { border: none; margin: 0.3em 0; color: #bf360c; }
 .note { color: #8a5a00; font-style: italic; } code, .mono { font-family: monospace; }
 """
 
@@ -74,17 +77,27 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], caption: str
 
 
 def page(title: str, generated: str, summary: Sequence[tuple[str, str]],
-         checks: Sequence[Check], sections: Sequence[Section]) -> str:
-    """The complete HTML document."""
+         checks: Sequence[Check], sections: Sequence[Section],
+         warnings: Sequence[str] = ()) -> str:
+    """The complete HTML document; ``warnings`` (failed self-checks of the run) come first,
+    in a highlighted box, because they say whether the rest can be trusted."""
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         f"<title>{escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
         f"<h1>{escape(title)}</h1>", f'<p class="meta">{escape(generated)}</p>',
-        _summary(summary, checks), _contents(sections),
+        _warnings(warnings), _summary(summary, checks), _contents(sections),
     ]
     parts += [_section(section) for section in sections]
     parts += ["</body>", "</html>"]
     return "\n".join(parts) + "\n"
+
+
+def _warnings(messages: Sequence[str]) -> str:
+    if not messages:
+        return ""
+    items = "".join(f"<li>{escape(message)}</li>" for message in messages)
+    return (f'<section class="warnings" id="warnings"><h2>Warnings: check this result before '
+            f"using it</h2><ul>{items}</ul></section>")
 
 
 def _summary(rows: Sequence[tuple[str, str]], checks: Sequence[Check]) -> str:

@@ -26,7 +26,7 @@ from .figures import (
     plot_jacobian,
     plot_overlays,
 )
-from .html import Section, page
+from .html import Section, page, table
 from .text import percent, voxels
 from .views import DisplayVolumes, Plane, centre_planes, prepare
 
@@ -89,14 +89,16 @@ def write_report(inputs: ReportInputs, out_dir: str | Path, top_landmarks: int =
             _landmarks_section(metrics.get("landmarks"), folder, top_landmarks),
             _landmark_qa_section(metrics.get("landmark_qa")),
             _labels_section(metrics.get("labels"), folder),
-            _runtime_section(metrics.get("runtime_s")),
+            _runtime_section((metrics.get("run") or {}).get("runtime_s")),
+            _self_checks_section(metrics.get("self_checks")),
             _software_section(metrics),
         ]
         title = f"Registration QA report: {inputs.title}"
         generated = (f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by "
                      f"LungDeepRegLib {__version__}")
         text = page(title, generated, tables.summary_rows(inputs.title, metrics, stats),
-                    tables.checks(metrics, stats), sections)
+                    tables.checks(metrics, stats), sections,
+                    [w["message"] for w in metrics.get("warnings") or []])
         staged.write_text(text, encoding="utf-8")
     _remove_stale(out, {s.figure for s in sections if s.figure})
     return out / REPORT_NAME
@@ -194,13 +196,26 @@ def _runtime_section(runtime: dict | None) -> Section:
 
 
 def _software_section(metrics: dict) -> Section:
-    versions = {"LungDeepRegLib": __version__, **(metrics.get("versions") or {})}
+    run = metrics.get("run") or {}  # how register records the run
+    versions = {"LungDeepRegLib": __version__, **(run.get("versions") or {})}
     versions.setdefault("matplotlib (report)", matplotlib.__version__)
     section = Section("software", "Software, model and device")
-    if metrics.get("direction"):
-        section.paragraphs.append(f"Direction: {metrics['direction']}.")
-    section.tables.append(tables.software_table(versions, metrics.get("model") or {},
-                                                metrics.get("device")))
+    if run.get("direction"):
+        section.paragraphs.append(f"Direction: {run['direction']}.")
+    section.tables.append(tables.software_table(versions, run.get("model") or {},
+                                                run.get("device")))
+    return section
+
+
+def _self_checks_section(measurements: dict | None) -> Section:
+    section = Section("self-checks", "Self-checks")
+    if measurements:
+        section.paragraphs.append("What the run measured to check itself; failed checks are "
+                                  "listed under Warnings at the top.")
+        section.tables.append(table(["check", "value"], [
+            [key.replace("_", " "), value] for key, value in measurements.items()]))
+    else:
+        section.note = "No self-checks were recorded."
     return section
 
 

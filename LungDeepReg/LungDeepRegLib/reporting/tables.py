@@ -26,8 +26,9 @@ TRE_STATS = (("mean", "mean"), ("sd", "SD (population)"), ("median", "median"),
 def summary_rows(title: str, metrics: dict, jacobian: dict | None) -> list[tuple[str, str]]:
     """Key numbers for the box at the top of the page."""
     landmarks = metrics.get("landmarks") or {}
-    model = metrics.get("model") or {}
-    rows = [("Case", title), ("Direction", str(metrics.get("direction") or MISSING))]
+    run = metrics.get("run") or {}  # how register records the run (pipeline/outputs.py)
+    model = run.get("model") or {}
+    rows = [("Case", title), ("Direction", str(run.get("direction") or MISSING))]
     if landmarks:
         before, after = landmarks.get("before") or {}, landmarks.get("after") or {}
         rows += [
@@ -49,8 +50,9 @@ def summary_rows(title: str, metrics: dict, jacobian: dict | None) -> list[tuple
     dice = mean_dice(metrics.get("labels"))
     rows.append(("Mean Dice", f"{fmt(dice[0], 3)} \u2192 {fmt(dice[1], 3)}"
                  if metrics.get("labels") else "no label maps given"))
-    rows += [("Runtime (total)", seconds(total_runtime(metrics.get("runtime_s")))),
-             ("Device", str(metrics.get("device") or MISSING)),
+    rows += [("Runtime (total)", seconds(run.get("total_runtime_s",
+                                                total_runtime(run.get("runtime_s"))))),
+             ("Device", str(run.get("device") or MISSING)),
              ("Model", str(model.get("name") or MISSING)),
              ("Model sha256", str(model.get("sha256") or MISSING))]
     return rows
