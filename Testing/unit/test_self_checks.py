@@ -15,12 +15,12 @@ import SimpleITK as sitk
 
 from LungDeepRegLib.errors import InputError
 from LungDeepRegLib.pipeline import checks
+from LungDeepRegLib.pipeline.affine import coverage as lung_coverage
 from LungDeepRegLib.pipeline.checks import (
     SelfChecks,
     SelfCheckWarning,
     checked_lungs,
     coverage_check,
-    lung_coverage,
     match_checks,
     volume_ratio_check,
 )

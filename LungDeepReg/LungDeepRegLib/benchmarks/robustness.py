@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..preprocess import lung_labels
+from ..spatial import Grid
 from .case import BenchCase, CaseError
 
 Cut = Callable[[sitk.Image, np.ndarray], tuple[list[int], list[int]]]
@@ -98,10 +99,8 @@ def cut_image(image: sitk.Image, cut: Cut, labels: np.ndarray | None = None) -> 
 
 
 def _inside(image: sitk.Image, points: np.ndarray) -> np.ndarray:
-    size = np.asarray(image.GetSize())
-    index = np.array([image.TransformPhysicalPointToContinuousIndex(p.tolist())
-                      for p in points])
-    return np.all((index >= 0) & (index <= size - 1), axis=1)
+    """Points within the voxel centres of ``image`` (no extrapolated border)."""
+    return Grid.from_image(image).contains(points, margin=0.0)
 
 
 def robustness_cases(cases: list[BenchCase | CaseError], cuts: list[str],

@@ -96,17 +96,25 @@ def _inside_moving_view(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image 
     the moving image's field of view, in the scanner frame. Not its centre: a moving CT cut
     to one lung holds only half the fixed lungs, and centring the images then starts the
     search with one lung on top of the other."""
-    region = mask if mask is not None else sitk.Image(fixed.GetSize(), sitk.sitkUInt8) + 1
-    if mask is None:
-        region.CopyInformation(fixed)
-    inside = sitk.GetArrayViewFromImage(region) > 0
+    region = mask if mask is not None else field_of_view(fixed)
+    return coverage(region, moving, sitk.Transform()) >= min_share
+
+
+def field_of_view(image: sitk.Image) -> sitk.Image:
+    """1 on every voxel of ``image``: resampled (nearest, 0 outside) it marks where the
+    image has data."""
+    ones = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(image)
+    return ones
+
+
+def coverage(mask: sitk.Image, image: sitk.Image, transform: sitk.Transform) -> float:
+    """Fraction of ``mask`` voxels that ``transform`` maps inside ``image``'s voxel extent."""
+    inside = sitk.GetArrayViewFromImage(mask) > 0
     if not inside.any():
-        return False
-    ones = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
-    ones.CopyInformation(moving)
-    seen = sitk.GetArrayViewFromImage(sitk.Resample(ones, region, sitk.Transform(),
-                                                    sitk.sitkNearestNeighbor, 0))
-    return float(np.count_nonzero(seen[inside]) / inside.sum()) >= min_share
+        return 0.0
+    seen = sitk.Resample(field_of_view(image), mask, transform, sitk.sitkNearestNeighbor, 0)
+    return float(np.count_nonzero(sitk.GetArrayViewFromImage(seen)[inside]) / inside.sum())
 
 
 def _as_affine(transform: sitk.Transform) -> sitk.AffineTransform:

@@ -29,7 +29,6 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 import torch
 
@@ -37,6 +36,7 @@ from ..errors import InputError
 from ..preprocess import body_air_region, hu_image, lung_labels, lung_volume_ml, storage_offset
 from ..preprocess.crop import lung_crop_grid, normalize_ct, resample_to_grid
 from ..spatial import image_to_tensor
+from .affine import coverage, field_of_view
 from .network import match_in_lung
 
 # Below this an automatic lung mask holds no lung worth registering: a few slices of lung
@@ -183,39 +183,19 @@ def coverage_check(fixed_lungs: sitk.Image, moving: sitk.Image, transform: sitk.
     """Share of the fixed lung that ``transform`` maps into the moving field of view (and,
     with ``moving_lungs`` and ``fixed``, of the moving lung that the inverse maps into the
     fixed field of view; recorded for :func:`volume_ratio_check`)."""
-    coverage = lung_coverage(fixed_lungs, moving, transform)
-    checks.measurements["moving_fov_covers_fixed_lung"] = round(coverage, 4)
+    covered = coverage(fixed_lungs, moving, transform)
+    checks.measurements["moving_fov_covers_fixed_lung"] = round(covered, 4)
     if moving_lungs is not None and fixed is not None:
         checks.measurements["fixed_fov_covers_moving_lung"] = round(
-            lung_coverage(moving_lungs, fixed, transform.GetInverse()), 4)
-    if coverage < MIN_COVERAGE_ERROR:
-        raise InputError(moving_source, f"the moving image covers {100 * coverage:.1f} % of "
+            coverage(moving_lungs, fixed, transform.GetInverse()), 4)
+    if covered < MIN_COVERAGE_ERROR:
+        raise InputError(moving_source, f"the moving image covers {100 * covered:.1f} % of "
                                         "the fixed lung after pre-alignment: no overlap to "
                                         "register")
-    if coverage < MIN_COVERAGE_WARN:
+    if covered < MIN_COVERAGE_WARN:
         checks.warn("fov_coverage", f"the moving field of view covers only "
-                                    f"{100 * coverage:.0f} % of the fixed lung: the field "
+                                    f"{100 * covered:.0f} % of the fixed lung: the field "
                                     "outside it is extrapolated, not measured")
-
-
-def lung_coverage(fixed_lungs: sitk.Image, moving: sitk.Image, transform: sitk.Transform
-                  ) -> float:
-    """Fraction of fixed lung voxels that ``transform`` maps inside the moving image's
-    voxel extent (nearest-neighbour resampling of an all-ones image marks the inside)."""
-    lung = sitk.GetArrayViewFromImage(fixed_lungs) > 0
-    if not lung.any():
-        return 0.0
-    covered = sitk.Resample(_field_of_view(moving), fixed_lungs, transform,
-                            sitk.sitkNearestNeighbor, 0)
-    return float(np.count_nonzero(sitk.GetArrayViewFromImage(covered)[lung]) / lung.sum())
-
-
-def _field_of_view(image: sitk.Image) -> sitk.Image:
-    """1 on every voxel of ``image``: resampled (nearest, 0 outside) it marks where the
-    image has data."""
-    ones = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
-    ones.CopyInformation(image)
-    return ones
 
 
 def lung_match(fixed: sitk.Image, moving: sitk.Image, fixed_lungs: sitk.Image,
@@ -227,7 +207,7 @@ def lung_match(fixed: sitk.Image, moving: sitk.Image, fixed_lungs: sitk.Image,
     as_input = lambda image: normalize_ct(image_to_tensor(image)[0])  # noqa: E731
     lung = image_to_tensor(resample_to_grid(fixed_lungs, grid, "nearest", 0))[0] > 0
     # only where the moving image has data: a cut field of view is no mismatch
-    seen = resample_to_grid(_field_of_view(moving), grid, "nearest", 0, transform=transform)
+    seen = resample_to_grid(field_of_view(moving), grid, "nearest", 0, transform=transform)
     mask = lung & (image_to_tensor(seen)[0] > 0)
     with torch.no_grad():
         return match_in_lung(as_input(resample_to_grid(fixed, grid)),
