@@ -11,8 +11,13 @@ process's peak RSS); ``--baseline-ref`` also runs an older version of the engine
 revision, checked out into a temporary worktree) side by side for a ratio.
 
     python Testing/benchmark/bench_register_large.py [--threads 2] [--baseline-ref REV]
+    python Testing/benchmark/bench_register_large.py --models none,MODEL_A,MODEL_B \
+        --name register_large_models
 
-Results: ``Testing/benchmark/results/register_large.{json,md}`` with the command line.
+``--models`` runs this version once per ``--model`` value instead (``none``: instance
+optimisation alone), with ratios to the first. Results:
+``Testing/benchmark/results/<name>.{json,md}`` (default ``register_large``) with the command
+line.
 """
 
 from __future__ import annotations
@@ -69,22 +74,23 @@ def build_pair(folder: Path) -> dict[str, Path]:
     return files
 
 
-def register_command(files: dict[str, Path], out: Path, threads: int) -> list[str]:
+def register_command(files: dict[str, Path], out: Path, threads: int,
+                     extra: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", "LungDeepRegLib", "register",
             "--fixed", str(files["fixed.nii.gz"]), "--moving", str(files["moving.nii.gz"]),
             "--fixed-landmarks", str(files["fixed_points.csv"]),
             "--moving-landmarks", str(files["moving_points.csv"]), "--landmark-format", "csv",
-            "--out", str(out), "--threads", str(threads)]
+            "--out", str(out), "--threads", str(threads), *extra]
 
 
 def run_variant(name: str, files: dict[str, Path], work: Path, threads: int,
-                engine_path: Path | None = None) -> dict:
+                engine_path: Path | None = None, extra: tuple[str, ...] = ()) -> dict:
     env = child_environment(threads)
     if engine_path is not None:  # an older engine, imported ahead of the installed one
         env["PYTHONPATH"] = os.pathsep.join([str(engine_path), env.get("PYTHONPATH", "")])
-    out = work / name
-    measured = run_measured(register_command(files, out, threads), work / f"{name}-log",
-                            timeout_s=1800, env=env)
+    out = work / name.replace(" ", "_")
+    measured = run_measured(register_command(files, out, threads, extra),
+                            work / f"{name.replace(' ', '_')}-log", timeout_s=1800, env=env)
     row = {"variant": name, "ok": measured.ok, "wall_s": round(measured.wall_s, 2),
            "peak_memory_gb": round(measured.peak_memory_gb, 3)}
     if not measured.ok:
@@ -124,10 +130,17 @@ def markdown(result: dict) -> str:
         if row.get("steps_s"):
             steps = ", ".join(f"{k} {v:.1f} s" for k, v in row["steps_s"].items())
             lines.append(f"\n{row['variant']} steps: {steps}")
-    if len(result["rows"]) == 2 and all(r["ok"] for r in result["rows"]):
-        new, old = result["rows"]
+    rows = result["rows"]
+    if len(rows) == 2 and all(r["ok"] for r in rows) and not result.get("models"):
+        new, old = rows
         lines.append(f"\nRatio current / baseline: wall {new['wall_s'] / old['wall_s']:.2f}, "
                      f"memory {new['peak_memory_gb'] / old['peak_memory_gb']:.2f}")
+    if result.get("models") and all(r["ok"] for r in rows):
+        first = rows[0]
+        for row in rows[1:]:
+            lines.append(f"\nRatio {row['variant']} / {first['variant']}: wall "
+                         f"{row['wall_s'] / first['wall_s']:.2f}, TRE after "
+                         f"{row['tre_after_mm'] / first['tre_after_mm']:.2f}")
     return "\n".join(lines) + "\n"
 
 
@@ -138,9 +151,15 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir())
                         / "lungdeepreg_bench_large")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--models", help="comma list of --model values to run side by side")
+    parser.add_argument("--name", default="register_large", help="results file stem")
     args = parser.parse_args()
     files = build_pair(args.work / "pair")
-    rows = [run_variant("current", files, args.work, args.threads)]
+    if args.models:
+        rows = [run_variant(f"--model {model}", files, args.work, args.threads,
+                            extra=("--model", model)) for model in args.models.split(",")]
+    else:
+        rows = [run_variant("current", files, args.work, args.threads)]
     if args.baseline_ref:
         with tempfile.TemporaryDirectory() as folder:
             engine = baseline_worktree(args.baseline_ref, Path(folder) / "tree")
@@ -154,10 +173,10 @@ def main() -> int:
               "command": shlex.join(["python", *sys.argv]), "threads": args.threads,
               "machine": f"{platform.processor() or platform.machine()}, "
                          f"{os.cpu_count()} CPUs, {platform.platform()}",
-              "rows": rows}
+              "models": args.models, "rows": rows}
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "register_large.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.results / "register_large.md").write_text(markdown(result))
+    (args.results / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.results / f"{args.name}.md").write_text(markdown(result))
     print(markdown(result))
     return 0 if all(row["ok"] for row in rows) else 1
 

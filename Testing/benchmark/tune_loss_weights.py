@@ -43,11 +43,12 @@ from LungDeepRegLib.io.images import read_image
 from LungDeepRegLib.losses import LossWeights
 from LungDeepRegLib.metrics.jacobian import jacobian_summary
 from LungDeepRegLib.pipeline.affine import affine_prealign
+from LungDeepRegLib.pipeline.crops import crop_inputs, native_size
 from LungDeepRegLib.pipeline.demo import breathing_pair, sample_path
 from LungDeepRegLib.pipeline.fields import compose_with_affine, extend_field, output_grid
 from LungDeepRegLib.pipeline.refine import refine
 from LungDeepRegLib.pipeline.refine_config import RefineConfig
-from LungDeepRegLib.pipeline.register import PreparedPair, crop_inputs, native_size
+from LungDeepRegLib.pipeline.register import PreparedPair
 from LungDeepRegLib.preprocess import lung_labels
 from LungDeepRegLib.spatial import jacobian_determinant
 

@@ -76,6 +76,13 @@ def test_methods_by_name_with_the_initial_state_first():
     assert [m.name for m in methods] == [IDENTITY, "affine", "elastix"]
     with pytest.raises(InputError, match="bogus"):
         parse_methods("lungdeepreg,bogus")
+    # two models side by side: a network method takes its model after a colon
+    methods = parse_methods("lungdeepreg-net,lungdeepreg-net:models/old one.safetensors")
+    assert methods[2].register_args == ("--refine-iterations", "0", "--model",
+                                        "models/old one.safetensors")
+    assert methods[2].folder == "lungdeepreg-net_models_old_one.safetensors"
+    with pytest.raises(InputError, match="runs no network"):
+        parse_methods("lungdeepreg-opt:some-model")
 
 
 def test_measurement_is_the_childs_own_time_memory_and_failure(tmp_path):

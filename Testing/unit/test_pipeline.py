@@ -14,6 +14,8 @@ import SimpleITK as sitk
 from LungDeepRegLib.io.landmarks import read_landmarks
 from LungDeepRegLib.io.transforms import read_field
 from LungDeepRegLib.metrics.landmarks import map_points
+from LungDeepRegLib.pipeline import network
+from LungDeepRegLib.pipeline.register import RegistrationInputs, RegistrationOptions, register
 
 
 def lungdeepreg(*args: str | Path) -> subprocess.CompletedProcess:
@@ -162,11 +164,34 @@ def test_register_with_the_shipped_model_refines_from_the_better_start(small_pai
     start = metrics["run"]["network_start"]
     assert set(start["ngf_in_lung"]) == {"affine, no network", "affine", "identity"}
     coarse = start["ngf_in_lung_after_coarse_levels"]
-    assert len(coarse) == 2 and "affine, no network" in coarse
-    assert start["refined_from"] == min(coarse, key=coarse.get)
+    if start["trusted"]:  # the network's start alone (test below)
+        assert coarse == {} and start["refined_from"] == start["start"]
+    else:
+        assert len(coarse) == 2 and "affine, no network" in coarse
+        assert start["refined_from"] == min(coarse, key=coarse.get)
+    assert "affine, no network" in start["ngf_in_lung_final"]
     assert {"network", "instance optimisation"} <= set(metrics["run"]["runtime_s"])
     landmarks = metrics["landmarks"]
     assert landmarks["after"]["mean"] < 0.5 * landmarks["before"]["mean"]
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1e9], ids=["never", "always"])
+def test_a_trusted_network_start_is_refined_alone(small_pair, tmp_path, monkeypatch, ratio):
+    """When the network matches far better than the affine start, only its short schedule
+    runs; the affine start is still compared at the end, so nothing worse can be kept."""
+    monkeypatch.setattr(network, "TRUST_RATIO", ratio)
+    inputs = RegistrationInputs(fixed=small_pair["fixed"], moving=small_pair["moving"])
+    metrics = register(inputs, tmp_path / "out", RegistrationOptions(report=False)).metrics
+    start = metrics["run"]["network_start"]
+    assert start["trusted"] is (ratio > 1)
+    coarse = start["ngf_in_lung_after_coarse_levels"]
+    if ratio > 1:
+        assert coarse == {}
+    else:  # the affine start and the better network start, each on its coarse levels
+        assert len(coarse) == 2 and "affine, no network" in coarse
+    final = start["ngf_in_lung_final"]
+    assert {"affine, no network", "identity, no registration", "refined"} <= set(final)
+    assert final[start["kept"]] == min(final.values())
 
 
 def test_affine_prealignment_is_repeatable(small_pair):

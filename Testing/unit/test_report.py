@@ -143,6 +143,7 @@ def test_summary_shows_the_run_that_register_recorded(registered):
         assert summary["Runtime (total)"] == seconds(run["total_runtime_s"]) != "n/a"
         assert summary["Device"] == run["device"] == "cpu"
         assert summary["Model"] == DEFAULT_MODEL
+        assert summary["Network start"].startswith("refined from the ")
         assert summary["Model sha256"] == run["model"]["sha256"]
         assert summary["Direction"] == "inhale fixed, exhale moving"
         assert "n/a" not in summary.values(), summary

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from crop_helpers import lung_crop_case
 from geometry_helpers import FLIPPED
 
 from LungDeepRegLib.data import (
@@ -22,7 +23,6 @@ from LungDeepRegLib.data import (
 from LungDeepRegLib.io.images import read_image
 from LungDeepRegLib.preprocess import (
     lung_crop_grid,
-    lung_labels,
     lung_mask,
     normalize_ct,
     resample_to_grid,
@@ -48,12 +48,7 @@ def ct(shared_data) -> sitk.Image:
 @pytest.fixture(scope="module")
 def case(ct):
     """The CT cropped to the lungs: (HU tensor, label tensor, grid)."""
-    labels = lung_labels(ct)
-    grid = lung_crop_grid(ct, labels, SIZE)
-    hu, _ = image_to_tensor(resample_to_grid(ct, grid))
-    lab, _ = image_to_tensor(resample_to_grid(labels, grid, "nearest", default=0),
-                             dtype=torch.uint8)
-    return hu, lab, grid
+    return lung_crop_case(ct, SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +33,9 @@ input_size = [24, 20, 24]
 [data]
 synthetic_cts = ["{ct}"]
 synthetic_kind = "mixed"
+motion_atlas = "default"
+atlas_share = 0.5
+augment = true
 validation_pairs = 1
 
 [train]
@@ -91,6 +96,16 @@ def test_cli_training_writes_model_card_and_log(reference_run):
     validations = [r for r in records if "validation" in r]
     assert len(validations) == 2 * 2  # one per epoch and level
     assert all(torch.isfinite(torch.tensor(v["validation"]["total"])) for v in validations)
+    # the learning curve: validation against the run's optimiser steps, named in the card
+    assert card["training"]["learning_curve"] == "tiny.learning_curve.csv"
+    with open(reference_run / "tiny.learning_curve.csv", newline="") as handle:
+        curve = list(csv.DictReader(handle))
+    assert [int(row["step"]) for row in curve] == [3, 6, 9, 12]
+    assert [int(row["level"]) for row in curve] == [1, 1, 2, 2]
+    assert float(curve[-1]["endpoint_error"]) == pytest.approx(
+        validations[-1]["validation"]["endpoint_error"], abs=1e-4)
+    data = card["training"]["data"]
+    assert data["motion_atlas"] == "motion_atlas.npz" and data["augment"] is True
 
 
 def test_same_seed_same_weights(reference_run, shared_data, tmp_path):
@@ -99,6 +114,20 @@ def test_same_seed_same_weights(reference_run, shared_data, tmp_path):
     result = LungDeepRegLogic().train(config)
     assert result.status == "finished"
     assert_same_weights(load_file(result.model_path), weights(reference_run))
+
+
+def test_resuming_a_finished_run_exports_its_trained_weights(reference_run, shared_data,
+                                                            tmp_path):
+    """``--resume`` on a finished run re-exports the model (e.g. with a newer card): the
+    trained weights, not a freshly initialised network."""
+    output = tmp_path / "finished"
+    shutil.copytree(reference_run, output)
+    (output / "tiny.safetensors").unlink()
+    resumed = subprocess.run(train_command(tiny_config(tmp_path, shared_data), output,
+                                           "--resume"), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(weights(output), weights(reference_run))
 
 
 def test_resume_after_kill_gives_same_weights(reference_run, shared_data, tmp_path):

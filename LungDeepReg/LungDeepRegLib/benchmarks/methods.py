@@ -8,6 +8,7 @@ The LungDeepReg variants run the product's own command, ``python -m LungDeepRegL
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,11 @@ class Method:
     register_args: tuple[str, ...] = ()
     refines: bool = False  # whether --refine-iterations (the bench option) applies
 
+    @property
+    def folder(self) -> str:
+        """The method's work folder name (a ':MODEL' path may hold slashes)."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.name)
+
 
 METHODS = {method.name: method for method in (
     Method(IDENTITY, "initial state: no registration (identity transform)", "identity"),
@@ -47,14 +53,30 @@ DEFAULT_METHODS = "lungdeepreg,lungdeepreg-net,lungdeepreg-opt,elastix,affine"
 
 
 def parse_methods(text: str) -> list[Method]:
-    """Methods of a comma list, ``identity`` first (always measured: the initial state)."""
+    """Methods of a comma list, ``identity`` first (always measured: the initial state).
+
+    A LungDeepReg method that runs a network takes another model after a colon
+    (``lungdeepreg-net:lungdeepreg-popi-cpu``, or a path), so that two models are compared
+    side by side in one run.
+    """
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in METHODS]
+    unknown = [name for name in names if name.partition(":")[0] not in METHODS]
     if unknown:
         raise InputError("--methods", f"unknown method(s) {', '.join(unknown)}; choose from "
                                       f"{', '.join(METHODS)}")
     ordered = [IDENTITY] + [name for name in dict.fromkeys(names) if name != IDENTITY]
-    return [METHODS[name] for name in ordered]
+    return [_with_model(name) for name in ordered]
+
+
+def _with_model(name: str) -> Method:
+    base, _, model = name.partition(":")
+    method = METHODS[base]
+    if not model:
+        return method
+    if method.kind != "lungdeepreg" or "--model" in method.register_args:
+        raise InputError("--methods", f"{base} runs no network: it takes no ':MODEL'")
+    return Method(name, f"{method.description}, model {model}", method.kind,
+                  (*method.register_args, "--model", model), method.refines)
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def _run_case(case: BenchCase | CaseError, out: Path, methods: list[Method],
     rows = []
     for method in methods:
         bar.set_postfix_str(f"{case.name}: {method.name}")
-        row = run_method(case, method, context, out / case.name / method.name, settings)
+        row = run_method(case, method, context, out / case.name / method.folder, settings)
         if row["status"] == "failed":
             tqdm.write(f"error: {case.name}: {method.name}: {row['error']}", file=sys.stderr)
         rows.append(row)

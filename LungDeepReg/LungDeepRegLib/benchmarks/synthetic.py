@@ -7,12 +7,13 @@ change of compressed lung, exactly as the demo builds its pair
 by the true field, are the landmarks, so TRE and endpoint error are measured against the
 truth.
 
-Two groups are reported apart: CTs the shipped model never saw (by default CIP ct-64, a
-COPDGene scan, when ``../shared/data`` is beside the checkout; any CT with ``--ct``) and the
-training CT (the bundled 2 mm POPI phase 00 sample; the model card names POPI phase 00 as
-its only training image). Seeds: pair ``i`` of a group uses ``pair_seed(BENCH_SEED, i)``,
-a stream no training or tuning run uses (training 0, validation 1000, network benchmark
-424242, refinement tuning 31337, demo 2024).
+Two groups are reported apart: CTs no shipped model saw (by default Lung-PET-CT-Dx A0001,
+the unseen CT of ``Testing/benchmark/data_split.toml``, when ``../shared/data`` is beside
+the checkout; any CT with ``--ct``) and a training CT (the bundled 2 mm POPI phase 00
+sample; every model card names POPI phase 00 among its training images). Until issue 15
+the unseen CT was CIP ct-64, which the all-CT training now uses. Seeds: pair ``i`` of a
+group uses ``pair_seed(BENCH_SEED, i)``, a stream no training or tuning run uses
+(training 0, validation 1000, network benchmark 424242, refinement tuning 31337, demo 2024).
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ UNSEEN_GROUP = "unseen CT"
 TRAINING_GROUP = "training CT"
 
 
+UNSEEN_CT = Path("lung_pet_ct_dx") / "lung_dx_a0001.nii.gz"  # under ../shared/data
+
+
 def default_unseen_cts() -> list[Path]:
-    """CIP ct-64 from ``../shared/data`` beside the checkout, when it is there."""
-    shared = Path(__file__).resolve().parents[4] / "shared" / "data" / "cip" / "ct-64.nrrd"
+    """Lung-PET-CT-Dx A0001 from ``../shared/data`` beside the checkout, when it is there."""
+    shared = Path(__file__).resolve().parents[4] / "shared" / "data" / UNSEEN_CT
     return [shared] if shared.is_file() else []
 
 

@@ -24,6 +24,11 @@ from ..spatial import Grid, resample_field, sample, tensor_to_image
 RANDOM_SCALES_MM = (100.0, 50.0, 25.0)
 RANDOM_AMPLITUDES_MM = (10.0, 5.0, 2.5)  # 10 % of each control spacing: far below folding
 PYRAMID_VOXELS = 200_000  # larger grids are inverted coarse-to-fine
+# The inversion stops once this share of voxels or fewer still moves by more than the
+# tolerance: a real-motion field (data.motion) can leave a few dozen voxels at the crop's
+# edge cycling between two values (the continuation of u beyond the grid is not invertible
+# there), which would otherwise hold every pair at the full iteration count.
+UNSETTLED_SHARE = 1e-3
 
 
 def uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -131,7 +136,7 @@ def breathing_field(grid: Grid, lung_mask: torch.Tensor, generator: torch.Genera
 
     left = 0.5 * (1.0 + torch.tanh((x - midline) / 30.0))  # +x is patient left
     side = weaker * left + (1.0 - left) if left_weaker else left + weaker * (1.0 - left)
-    envelope = _outside_fade(mask, grid, decay_mm)
+    envelope = outside_fade(mask, grid, decay_mm)
     rib = 0.5 + 0.5 * _smoothstep(height)  # the lower ribs move more
     dome = _dome_profile(points[mask], x, y, midline, uniform(generator, *dome_fall))
     u_z = amplitude * side * dome * _smoothstep(height) ** exponent
@@ -179,7 +184,7 @@ def _smoothstep(t: torch.Tensor) -> torch.Tensor:
     return t * t * (3.0 - 2.0 * t)
 
 
-def _outside_fade(mask: torch.Tensor, grid: Grid, decay_mm: float) -> torch.Tensor:
+def outside_fade(mask: torch.Tensor, grid: Grid, decay_mm: float) -> torch.Tensor:
     """1 inside the lung, falling smoothly to 0 at ``decay_mm`` from it (float32)."""
     image = tensor_to_image(mask[None].to(torch.uint8).cpu(), grid)  # SimpleITK: CPU
     distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False,
@@ -197,7 +202,9 @@ def invert_field(field: torch.Tensor, grid: Grid, iterations: int = 30,
 
     Fixed-point iteration ``v(y) = -u(y + v(y))`` (as in Chen et al. 2008, Med Phys); it
     converges when the gradient of ``u`` stays below 1, which the generators here ensure.
-    Grids above ``PYRAMID_VOXELS`` start from the inverse computed on a coarser grid.
+    Grids above ``PYRAMID_VOXELS`` start from the inverse computed on a coarser grid. It
+    stops when the residual is below ``tolerance_mm`` on all but ``UNSETTLED_SHARE`` of
+    the voxels (the returned residual is still the maximum over all of them).
     Outside the grid ``u`` is continued by its border values.
 
     Returns:
@@ -214,17 +221,22 @@ def invert_field(field: torch.Tensor, grid: Grid, iterations: int = 30,
         inverse = resample_field(coarse_inverse, coarse, grid)
     identity = grid.points(dtype=field.dtype, device=field.device)[None]
     for _ in range(iterations):
-        update, residual = _fixed_point_step(field, grid, identity, inverse)
-        if residual < tolerance_mm:
+        update, residual, unsettled = _fixed_point_step(field, grid, identity, inverse,
+                                                        tolerance_mm)
+        if residual < tolerance_mm or unsettled <= UNSETTLED_SHARE:
             return inverse, residual
         inverse = update
-    return inverse, _fixed_point_step(field, grid, identity, inverse)[1]
+    return inverse, _fixed_point_step(field, grid, identity, inverse, tolerance_mm)[1]
 
 
 def _fixed_point_step(field: torch.Tensor, grid: Grid, identity: torch.Tensor,
-                      inverse: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """``-u(y + v(y))`` and the residual of ``v``: max ``|v(y) + u(y + v(y))|`` (mm)."""
+                      inverse: torch.Tensor, tolerance_mm: float
+                      ) -> tuple[torch.Tensor, float, float]:
+    """``-u(y + v(y))``, the residual of ``v`` (max ``|v(y) + u(y + v(y))|``, mm) and the
+    share of voxels where it exceeds ``tolerance_mm``."""
     update = -sample(field, grid, identity + inverse.movedim(1, -1), padding="border")
     change = update - inverse
     # squared sum over channels: torch's norm(dim=1) is several times slower on (1, 3, ...)
-    return update, float((change * change).sum(dim=1).max().sqrt())
+    squared = (change * change).sum(dim=1)
+    unsettled = float((squared > tolerance_mm**2).float().mean())
+    return update, float(squared.max().sqrt()), unsettled

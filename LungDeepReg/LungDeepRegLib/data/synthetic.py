@@ -25,8 +25,16 @@ from torch.utils.data import Dataset
 from ..io.images import prepare_image, read_image
 from ..preprocess import left_right_lungs, lung_crop_grid, lung_labels, resample_to_grid
 from ..preprocess.crop import NETWORK_SIZE
-from ..spatial import Grid, image_to_tensor
-from .fields import breathing_field, invert_field, random_smooth_field
+from ..spatial import Grid, compose, image_to_tensor
+from .augment import augment_pair
+from .fields import (
+    RANDOM_AMPLITUDES_MM,
+    breathing_field,
+    invert_field,
+    random_smooth_field,
+    uniform,
+)
+from .motion import MotionAtlas
 from .pairs import PairKind, SyntheticPair, make_pair
 
 CtSource = str | Path | tuple[sitk.Image, sitk.Image | None]
@@ -73,26 +81,53 @@ class SyntheticPairSource(Dataset):
         kind: ``"breathing"``, ``"random"`` or ``"mixed"`` (see :func:`make_pair`).
         length: the nominal ``len()`` (the stream itself is unbounded).
         margin_mm: crop margin around the lungs.
+        atlas: real breathing fields (:class:`.motion.MotionAtlas`); a share ``atlas_share``
+            of the pairs moves by one of them (composed with a random smooth field of half
+            the default amplitudes) instead of the ``kind`` model.
+        atlas_exclude: CTs that keep the ``kind`` model: the atlas' own patient(s) (no
+            pair then shows a patient's anatomy moving with that patient's own motion) and
+            CTs with part of the lungs only (a lung box the atlas cannot be mapped onto).
+        augment: degrade both images as clinical scans vary (:func:`.augment.augment_pair`).
         **pair_options: passed to :func:`make_pair` (``max_cc_mm``, ``intensity_change``,
             ``noise``).
     """
 
     def __init__(self, cts: Sequence[CtSource], size: tuple[int, int, int] = NETWORK_SIZE,
                  seed: int = 0, kind: PairKind = "breathing", length: int = 1000,
-                 margin_mm: float = 10.0, **pair_options: object) -> None:
+                 margin_mm: float = 10.0, atlas: MotionAtlas | None = None,
+                 atlas_share: float = 0.5, atlas_exclude: Sequence[str | Path] = (),
+                 augment: bool = False, **pair_options: object) -> None:
         if not cts:
             raise ValueError("SyntheticPairSource needs at least one CT")
         pair_seed(seed, 0)  # validates the seed
         self.seed, self.kind, self.length = int(seed), kind, int(length)
         self.pair_options = pair_options
+        self.atlas, self.atlas_share, self.augment = atlas, float(atlas_share), augment
+        excluded = {_resolved(path) for path in atlas_exclude}
         self.cases = [_load_case(ct, tuple(size), margin_mm) for ct in cts]
+        self.atlas_allowed = [_resolved(case.name) not in excluded for case in self.cases]
 
     def pair(self, index: int) -> SyntheticPair:
         """Pair ``index`` of this stream (deterministic in ``(seed, index)``)."""
-        case = self.cases[index % len(self.cases)]
+        number = index % len(self.cases)
+        case = self.cases[number]
         generator = torch.Generator().manual_seed(pair_seed(self.seed, index))
-        return make_pair(case.hu, case.labels, case.grid, generator, self.kind,
-                         labels=case.labels, **self.pair_options)
+        field = None
+        uses_atlas = self.atlas is not None and self.atlas_allowed[number]
+        if uses_atlas and uniform(generator, 0.0, 1.0) < self.atlas_share:
+            field = self._atlas_field(case, generator)
+        pair = make_pair(case.hu, case.labels, case.grid, generator, self.kind,
+                         labels=case.labels, field=field, **self.pair_options)
+        if field is not None:
+            pair.kind = "atlas"
+        return augment_pair(pair, generator) if self.augment else pair
+
+    def _atlas_field(self, case: _Case, generator: torch.Generator) -> torch.Tensor:
+        assert self.atlas is not None
+        real = self.atlas.draw(case.grid, case.labels, generator)
+        halved = tuple(0.5 * a for a in RANDOM_AMPLITUDES_MM)
+        extra = random_smooth_field(case.grid, generator, amplitudes_mm=halved)
+        return compose(extra, real, case.grid)  # real breathing first, then the extra
 
     def __len__(self) -> int:
         return self.length
@@ -104,6 +139,10 @@ class SyntheticPairSource(Dataset):
         items = self.pair(index).as_dict()
         items["index"] = torch.tensor(index)
         return items
+
+
+def _resolved(path: str | Path) -> str:
+    return str(Path(path).resolve())
 
 
 def _load_case(source: CtSource, size: tuple[int, int, int], margin_mm: float) -> _Case:

@@ -29,6 +29,10 @@ from ..losses.functional import ngf_distance
 from ..spatial import Grid, warp
 
 NO_NETWORK = "affine, no network"
+# Network NGF below this share of the affine start's: refine the network's start alone. On
+# the tuning pairs the shares were 0.90-0.92 (both shipped models) and refining the network
+# start alone cost no accuracy there (results/network_trust.md); 0.95 trusts those.
+TRUST_RATIO = 0.95
 CropPair = Callable[[sitk.Transform], tuple[Grid, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
@@ -72,6 +76,20 @@ def best_candidate(candidates: dict[str, NetworkResult],
     first, the simpler one."""
     names = names or tuple(candidates)
     return candidates[min(names, key=lambda name: candidates[name].scores[name])]
+
+
+def trusted(candidates: dict[str, NetworkResult], network: NetworkResult) -> bool:
+    """Whether ``network`` (one of ``candidates``) matches so much better than the affine
+    start alone that the refinement need not try the affine start as well.
+
+    The refinement then runs only the network's short schedule (no coarse levels of the
+    affine start): the time a network should save. The affine start stays a candidate of
+    the final comparison (:mod:`.multistart`), so a wrong trust costs accuracy, never
+    correctness. ``TRUST_RATIO`` is chosen on the declared tuning pairs
+    (``Testing/benchmark/tune_network_trust.py``).
+    """
+    affine = candidates[NO_NETWORK].scores[NO_NETWORK]
+    return network.scores[network.start_name] < TRUST_RATIO * affine
 
 
 def match_in_lung(fixed: torch.Tensor, warped: torch.Tensor, grid: Grid,

@@ -9,7 +9,6 @@ the outputs and the metrics (:mod:`.outputs`).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from collections.abc import Callable
@@ -28,8 +27,7 @@ from ..io.landmarks import read_landmark_pair
 from ..io.lobes import read_lobes
 from ..io.transforms import field_transform
 from ..models.store import load_model, model_names
-from ..preprocess.crop import lung_crop_grid, normalize_ct, resample_to_grid
-from ..spatial import Grid, image_to_tensor
+from ..spatial import Grid
 from .affine import affine_prealign
 from .checks import (
     SelfChecks,
@@ -40,12 +38,12 @@ from .checks import (
     match_checks,
     volume_ratio_check,
 )
+from .crops import crop_inputs, crops_once, refine_config
 from .fields import compose_with_affine, extend_field, output_grid
-from .multistart import Start, border_extended, refine_from_best_start
-from .network import NO_NETWORK, NetworkResult, best_candidate, network_candidates
+from .multistart import Start, refine_from_best_start
+from .network import NO_NETWORK, NetworkResult, best_candidate, network_candidates, trusted
 from .optimise import sub_progress
 from .outputs import input_fingerprint, write_outputs
-from .refine import RefineConfig
 from .validate import check_ct, check_inputs, check_landmarks_inside
 
 DEFAULT_MODEL = "lungdeepreg-popi-cpu"
@@ -232,14 +230,17 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
         starts.append(Start(network.start_name, network.start, network.field, network.grid,
                             refine_config(options.refine_iterations, True,
                                           options.fine_spacing_mm)))
+        state.network_start["trusted"] = trusted(candidates, network)
+    # the identity (no registration) is a candidate of the final comparison too
+    baselines = [Start("identity, no registration", sitk.AffineTransform(3), None, None,
+                       starts[0].config)]
+    if state.network_start is not None and state.network_start["trusted"]:
+        baselines.insert(0, starts.pop(0))  # the affine start: compared, never refined
     with step("instance optimisation", 0.35):
-        # the identity (no registration) is a candidate of the final comparison too
-        nothing = Start("identity, no registration", sitk.AffineTransform(3), None, None,
-                        starts[0].config)
         result = refine_from_best_start(
-            starts, _crops_once(pair, device),
+            starts, crops_once(pair, device),
             progress=sub_progress(step.progress, 0.35, 0.9), should_stop=step.should_stop,
-            baselines=[nothing])
+            baselines=baselines)
         if result.refined.cancelled:
             raise Cancelled("instance optimisation")
         state.crop, state.deformable = result.grid, result.refined.field.detach().float()
@@ -251,41 +252,10 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
                                        ngf_in_lung_final=result.final_scores)
 
 
-def _crops_once(pair: PreparedPair, device: torch.device
-                ) -> Callable[[sitk.Transform, RefineConfig], tuple]:
-    """``crop_inputs`` for a start, computed once per pre-alignment and size: the network's
-    affine start and the affine start alone resample the same crop."""
-    made: dict[tuple, tuple] = {}
-
-    def crop(transform: sitk.Transform, config: RefineConfig) -> tuple:
-        key = (transform.GetParameters(), transform.GetFixedParameters(), config.size)
-        if key not in made:
-            size = native_size(pair.fixed, pair.fixed_lungs, config.size, config)
-            grid, fixed, moving, mask = crop_inputs(pair, transform, size, device)
-            # no -1024 HU slab where the lungs touch the moving field of view (multistart)
-            made[key] = grid, fixed, border_extended(pair.moving, transform, grid, moving), mask
-        return made[key]
-
-    return crop
-
-
 def _keep(state: RegistrationState, result: NetworkResult) -> None:
     """The network step's choice (the field that network-only registration writes)."""
     state.crop, state.deformable, state.affine = result.grid, result.field, result.start
     state.network_start = {"start": result.start_name, "ngf_in_lung": dict(result.scores)}
-
-
-def native_size(fixed: sitk.Image, lungs: sitk.Image, size: tuple[int, int, int],
-                config: RefineConfig | None = None) -> tuple[int, int, int]:
-    """``size`` (or, with ``config``, the crop its optional fine level needs:
-    :meth:`RefineConfig.crop_size`), but never finer than the fixed image's own voxels over
-    the lung crop (a coarse CT gains nothing from an upsampled refinement grid, only cost)."""
-    crop = lung_crop_grid(fixed, lungs, size=size)
-    extent = np.asarray(crop.spacing) * (np.asarray(crop.size) - 1)
-    if config is not None:
-        size = config.crop_size(tuple(float(e) for e in extent))
-    native = np.ceil(extent / np.asarray(fixed.GetSpacing())).astype(int) + 1
-    return tuple(int(max(8, min(n, s))) for n, s in zip(native, size, strict=True))
 
 
 def _load(model: str, device: torch.device) -> tuple[torch.nn.Module | None, dict | None]:
@@ -294,42 +264,6 @@ def _load(model: str, device: torch.device) -> tuple[torch.nn.Module | None, dic
     name = DEFAULT_MODEL if model == "auto" else model
     network, card = load_model(name, device=str(device))
     return network.eval(), card
-
-
-def crop_inputs(pair: PreparedPair, affine: sitk.Transform, size: tuple[int, int, int],
-               device: torch.device
-               ) -> tuple[Grid, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fixed lung crop and the affinely resampled moving image on it, network-scaled, and
-    the fixed lung mask on the crop (float 0/1)."""
-    grid = lung_crop_grid(pair.fixed, pair.fixed_lungs, size=size)
-    fixed = resample_to_grid(pair.fixed, grid)
-    # anti-aliased like the fixed image, so both have the same detail at the crop's spacing
-    moving = resample_to_grid(pair.moving, grid, transform=affine)
-    as_input = lambda image: normalize_ct(image_to_tensor(image)[0]).to(device)  # noqa: E731
-    mask = image_to_tensor(resample_to_grid(pair.fixed_lungs, grid, "nearest", 0))[0]
-    return grid, as_input(fixed), as_input(moving), (mask > 0).float().to(device)
-
-
-def refine_config(iterations: int | None, after_network: bool,
-                  fine_spacing_mm: float | None = None) -> RefineConfig:
-    """The tuned schedule (from identity, or after a network), with the fine level at
-    ``fine_spacing_mm`` on CTs finer than the 96x80x96 level when asked for;
-    ``iterations`` caps every level's steps (the fine level's too).
-
-    The fine level is off by default: on the tuning pairs (synthetic full-resolution POPI
-    00, seeds pair_seed(31337, 0..1)) 2 mm gave 0.28 -> 0.22 and 0.24 -> 0.21 mm mean
-    lung-point TRE, but nothing on the real full-resolution evaluation pair (3.25 -> 3.27
-    mm), and the 512x512x141 ``register`` took 60.1 s instead of 36.4 s
-    (Testing/benchmark/results/refinement_ablation.md, register_large.md).
-    """
-    config = RefineConfig.after_network() if after_network else RefineConfig()
-    if fine_spacing_mm is not None:
-        config = dataclasses.replace(config, fine_spacing_mm=fine_spacing_mm)
-    if iterations is not None:
-        capped = tuple(min(iterations, n) for n in config.level_iterations())
-        config = dataclasses.replace(config, iterations=capped,
-                                     fine_iterations=min(iterations, config.fine_iterations))
-    return config
 
 
 @dataclass

@@ -55,7 +55,19 @@ def summary_rows(title: str, metrics: dict, jacobian: dict | None) -> list[tuple
              ("Device", str(run.get("device") or MISSING)),
              ("Model", str(model.get("name") or MISSING)),
              ("Model sha256", str(model.get("sha256") or MISSING))]
+    if run.get("network_start"):
+        rows.append(("Network start", network_part(run["network_start"])))
     return rows
+
+
+def network_part(start: dict) -> str:
+    """Which start the refinement continued and what was kept (pipeline.register)."""
+    refined = start.get("refined_from")
+    if refined is None:  # network only (--refine-iterations 0)
+        return f"network only, from the {start.get('start', MISSING)} start"
+    how = " alone (trusted)" if start.get("trusted") else ""
+    kept = start.get("kept", MISSING)
+    return f"refined from the {refined} start{how}; kept: {kept}"
 
 
 def checks(metrics: dict, jacobian: dict | None) -> list[Check]:

@@ -85,6 +85,10 @@ class LossConfig:
 class DataConfig:
     synthetic_cts: list[str] = field(default_factory=list)
     synthetic_kind: str = "mixed"
+    motion_atlas: str = ""  # "" none, "default" the shipped atlas, or an .npz path
+    atlas_share: float = 0.5  # of the synthetic pairs that move by a real atlas field
+    atlas_exclude: list[str] = field(default_factory=list)  # CTs that keep `synthetic_kind`
+    augment: bool = False  # blur, HU offset, noise, cut moving field of view
     manifest: str = ""
     seed: int = 0
     validation_pairs: int = 4
@@ -193,7 +197,13 @@ def _resolve_paths(config: Config, base: Path, output_relative_to_file: bool) ->
     output = Path(config.train.output_dir)
     if output_relative_to_file and not output.is_absolute():
         config.train.output_dir = str((base / output).resolve())
-    data.synthetic_cts = [str((base / p).resolve()) if not Path(p).is_absolute() else p
-                          for p in data.synthetic_cts]
+    data.synthetic_cts = _resolved_list(base, data.synthetic_cts)
+    data.atlas_exclude = _resolved_list(base, data.atlas_exclude)
+    if data.motion_atlas not in ("", "default") and not Path(data.motion_atlas).is_absolute():
+        data.motion_atlas = str((base / data.motion_atlas).resolve())
     if data.manifest and not Path(data.manifest).is_absolute():
         data.manifest = str((base / data.manifest).resolve())
+
+
+def _resolved_list(base: Path, paths: list[str]) -> list[str]:
+    return [str((base / p).resolve()) if not Path(p).is_absolute() else p for p in paths]

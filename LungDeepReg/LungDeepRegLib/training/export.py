@@ -1,13 +1,20 @@
-"""Turn a finished training run into a shipped-style model: weights plus model card."""
+"""Turn a finished training run into a shipped-style model: weights, model card and the
+learning curve (validation loss and endpoint error against optimiser steps)."""
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
+import json
 import sys
 from pathlib import Path
 
+from ..data.motion import DEFAULT_ATLAS
+from ..io.atomic import write_text
 from ..models import INTENSITY
-from ..models.store import save_model
+from ..models.store import file_sha256, save_model
+from .config import Config
 from .trainer import Trainer, TrainingResult, hardware_description
 
 
@@ -24,10 +31,7 @@ def model_card(trainer: Trainer, result: TrainingResult, command: str | None) ->
                   "crop": "lung bounding box of the fixed image plus 10 mm, resampled to "
                           "size_xyz"},
         "training": {
-            "data": {"synthetic_cts": [Path(p).name for p in config.data.synthetic_cts],
-                     "synthetic_kind": config.data.synthetic_kind,
-                     "manifest": Path(config.data.manifest).name if config.data.manifest
-                     else None},
+            "data": _data_summary(config),
             "command": command or " ".join(sys.argv),
             "seed": config.train.seed,
             "wall_time_s": round(result.wall_time_s, 1),
@@ -40,8 +44,56 @@ def model_card(trainer: Trainer, result: TrainingResult, command: str | None) ->
     }
 
 
+def _data_summary(config: Config) -> dict:
+    data = config.data
+    summary = {"synthetic_cts": [Path(p).name for p in data.synthetic_cts],
+               "synthetic_kind": data.synthetic_kind,
+               "manifest": Path(data.manifest).name if data.manifest else None}
+    if data.motion_atlas:
+        atlas = DEFAULT_ATLAS if data.motion_atlas == "default" else Path(data.motion_atlas)
+        summary.update(motion_atlas=atlas.name, motion_atlas_sha256=file_sha256(atlas),
+                       atlas_share=data.atlas_share,
+                       atlas_exclude=[Path(p).name for p in data.atlas_exclude])
+    summary["augment"] = data.augment
+    return summary
+
+
 def export_trained_model(trainer: Trainer, result: TrainingResult,
                          command: str | None = None) -> Path:
-    """Write ``<output_dir>/<model_name>.safetensors`` with its JSON and Markdown card."""
+    """Write ``<output_dir>/<model_name>.safetensors`` with its JSON and Markdown card, and
+    ``<model_name>.learning_curve.csv`` from the run's log."""
+    name = trainer.config.train.model_name
     card = model_card(trainer, result, command)
-    return save_model(trainer.model, result.output_dir, trainer.config.train.model_name, card)
+    curve = write_learning_curve(result.output_dir, name, trainer.config)
+    if curve is not None:
+        card["training"]["learning_curve"] = curve.name
+    return save_model(trainer.model, result.output_dir, name, card)
+
+
+LEARNING_CURVE_SUFFIX = ".learning_curve.csv"
+
+
+def write_learning_curve(output_dir: Path, name: str, config: Config) -> Path | None:
+    """One row per validation (after every epoch): the run's optimiser step counted over all
+    levels, the level, the epoch and every validation term (``endpoint_error`` in mm on
+    synthetic pairs). None when the log holds no validation."""
+    log = Path(output_dir) / "train_log.jsonl"
+    if not log.is_file():
+        return None
+    per_level = config.train.epochs_per_level * config.train.steps_per_epoch
+    rows = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if "validation" not in record:
+            continue
+        step = record["stage"] * per_level + record["epoch"] * config.train.steps_per_epoch
+        rows.append({"step": step, "level": record["stage"] + 1, "epoch": record["epoch"],
+                     **{k: round(v, 5) for k, v in record["validation"].items()}})
+    if not rows:
+        return None
+    rows = list({row["step"]: row for row in rows}.values())  # a resumed epoch: last wins
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(Path(output_dir) / f"{name}{LEARNING_CURVE_SUFFIX}", text.getvalue())

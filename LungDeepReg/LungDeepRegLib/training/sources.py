@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from ..data.motion import DEFAULT_ATLAS, MotionAtlas
 from ..data.synthetic import SyntheticPairSource
 from ..errors import InputError
 from .config import Config
@@ -22,16 +24,28 @@ class InterleavedSource:
         return self.sources[index % count].pair(index // count)
 
 
+def _atlas(config: Config) -> MotionAtlas | None:
+    """The motion atlas that ``data.motion_atlas`` names (None when empty)."""
+    name = config.data.motion_atlas
+    if not name:
+        return None
+    path = DEFAULT_ATLAS if name == "default" else Path(name)
+    if not path.is_file():
+        raise InputError(path, "motion atlas not found (data.motion_atlas)")
+    return MotionAtlas.load(path)
+
+
 def build_sources(config: Config) -> tuple[Any, Any | None]:
     """(training source, validation source) described by ``config.data``."""
     data, size = config.data, config.model.input_size
     train, validation = [], []
     if data.synthetic_cts:
-        train.append(SyntheticPairSource(data.synthetic_cts, size=size, seed=data.seed,
-                                         kind=data.synthetic_kind))
+        options = {"size": size, "kind": data.synthetic_kind, "atlas": _atlas(config),
+                   "atlas_share": data.atlas_share, "atlas_exclude": data.atlas_exclude,
+                   "augment": data.augment}
+        train.append(SyntheticPairSource(data.synthetic_cts, seed=data.seed, **options))
         validation.append(SyntheticPairSource(
-            data.synthetic_cts, size=size, seed=data.seed + VALIDATION_SEED_OFFSET,
-            kind=data.synthetic_kind))
+            data.synthetic_cts, seed=data.seed + VALIDATION_SEED_OFFSET, **options))
     if data.manifest:
         from ..data.manifest import ManifestPairSource
 

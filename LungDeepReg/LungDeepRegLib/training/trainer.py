@@ -87,6 +87,11 @@ class Trainer:
                                   checkpoint["elapsed_s"])
         if checkpoint is not None:
             self._log({"event": "resume", "stage": state.stage, "step": state.step})
+        if checkpoint is not None and state.stage >= self.config.model.levels:
+            # a finished run: no stage loads the weights, so load them here (else the
+            # export below would write the untrained network)
+            self.model.active_levels = self.config.model.levels
+            self.model.load_state_dict(checkpoint["model"])
         broadcast_parameters(self.model, self.context)
         started = time.perf_counter() - state.elapsed_s
         for stage in range(state.stage, self.config.model.levels):

@@ -1,0 +1,96 @@
+"""Lung crops of a pair for the network and the refinement, and the refinement schedule.
+
+A crop is the fixed lungs' bounding box (plus a margin) resampled to a given size, with the
+moving image resampled onto it through a pre-alignment; :func:`crops_once` makes each crop
+once per pre-alignment and size, as several starts of :mod:`.multistart` share them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..preprocess.crop import lung_crop_grid, normalize_ct, resample_to_grid
+from ..spatial import Grid, image_to_tensor
+from .multistart import border_extended
+from .refine_config import RefineConfig
+
+
+class PairImages(Protocol):
+    """What a crop needs of a prepared pair (:class:`.register.PreparedPair`)."""
+
+    fixed: sitk.Image
+    moving: sitk.Image
+    fixed_lungs: sitk.Image
+
+
+def native_size(fixed: sitk.Image, lungs: sitk.Image, size: tuple[int, int, int],
+                config: RefineConfig | None = None) -> tuple[int, int, int]:
+    """``size`` (or, with ``config``, the crop its optional fine level needs:
+    :meth:`RefineConfig.crop_size`), but never finer than the fixed image's own voxels over
+    the lung crop (a coarse CT gains nothing from an upsampled refinement grid, only cost)."""
+    crop = lung_crop_grid(fixed, lungs, size=size)
+    extent = np.asarray(crop.spacing) * (np.asarray(crop.size) - 1)
+    if config is not None:
+        size = config.crop_size(tuple(float(e) for e in extent))
+    native = np.ceil(extent / np.asarray(fixed.GetSpacing())).astype(int) + 1
+    return tuple(int(max(8, min(n, s))) for n, s in zip(native, size, strict=True))
+
+
+def crop_inputs(pair: PairImages, affine: sitk.Transform, size: tuple[int, int, int],
+               device: torch.device
+               ) -> tuple[Grid, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fixed lung crop and the affinely resampled moving image on it, network-scaled, and
+    the fixed lung mask on the crop (float 0/1)."""
+    grid = lung_crop_grid(pair.fixed, pair.fixed_lungs, size=size)
+    fixed = resample_to_grid(pair.fixed, grid)
+    # anti-aliased like the fixed image, so both have the same detail at the crop's spacing
+    moving = resample_to_grid(pair.moving, grid, transform=affine)
+    as_input = lambda image: normalize_ct(image_to_tensor(image)[0]).to(device)  # noqa: E731
+    mask = image_to_tensor(resample_to_grid(pair.fixed_lungs, grid, "nearest", 0))[0]
+    return grid, as_input(fixed), as_input(moving), (mask > 0).float().to(device)
+
+
+def refine_config(iterations: int | None, after_network: bool,
+                  fine_spacing_mm: float | None = None) -> RefineConfig:
+    """The tuned schedule (from identity, or after a network), with the fine level at
+    ``fine_spacing_mm`` on CTs finer than the 96x80x96 level when asked for;
+    ``iterations`` caps every level's steps (the fine level's too).
+
+    The fine level is off by default: on the tuning pairs (synthetic full-resolution POPI
+    00, seeds pair_seed(31337, 0..1)) 2 mm gave 0.28 -> 0.22 and 0.24 -> 0.21 mm mean
+    lung-point TRE, but nothing on the real full-resolution evaluation pair (3.25 -> 3.27
+    mm), and the 512x512x141 ``register`` took 60.1 s instead of 36.4 s
+    (Testing/benchmark/results/refinement_ablation.md, register_large.md).
+    """
+    config = RefineConfig.after_network() if after_network else RefineConfig()
+    if fine_spacing_mm is not None:
+        config = dataclasses.replace(config, fine_spacing_mm=fine_spacing_mm)
+    if iterations is not None:
+        capped = tuple(min(iterations, n) for n in config.level_iterations())
+        config = dataclasses.replace(config, iterations=capped,
+                                     fine_iterations=min(iterations, config.fine_iterations))
+    return config
+
+
+def crops_once(pair: PairImages, device: torch.device
+                ) -> Callable[[sitk.Transform, RefineConfig], tuple]:
+    """``crop_inputs`` for a start, computed once per pre-alignment and size: the network's
+    affine start and the affine start alone resample the same crop."""
+    made: dict[tuple, tuple] = {}
+
+    def crop(transform: sitk.Transform, config: RefineConfig) -> tuple:
+        key = (transform.GetParameters(), transform.GetFixedParameters(), config.size)
+        if key not in made:
+            size = native_size(pair.fixed, pair.fixed_lungs, config.size, config)
+            grid, fixed, moving, mask = crop_inputs(pair, transform, size, device)
+            # no -1024 HU slab where the lungs touch the moving field of view (multistart)
+            made[key] = grid, fixed, border_extended(pair.moving, transform, grid, moving), mask
+        return made[key]
+
+    return crop
