@@ -19,7 +19,7 @@ from __future__ import annotations
 import SimpleITK as sitk
 import torch
 
-from ..spatial import Grid, resample_field, sample, tensor_to_image
+from ..spatial import Grid, compose, resample_field, sample, tensor_to_image
 
 RANDOM_SCALES_MM = (100.0, 50.0, 25.0)
 RANDOM_AMPLITUDES_MM = (10.0, 5.0, 2.5)  # 10 % of each control spacing: far below folding
@@ -193,6 +193,33 @@ def outside_fade(mask: torch.Tensor, grid: Grid, decay_mm: float) -> torch.Tenso
     distance = sitk.SmoothingRecursiveGaussian(sitk.Clamp(distance, lowerBound=0.0), 5.0)
     outside = torch.from_numpy(sitk.GetArrayFromImage(distance)).to(mask.device)
     return 1.0 - _smoothstep(outside.clamp(min=0.0) / decay_mm)
+
+
+def with_random_detail(field: torch.Tensor, grid: Grid, generator: torch.Generator
+                       ) -> torch.Tensor:
+    """``field`` followed by a random smooth field of half the default amplitudes: detail
+    that no breathing model (analytic or carried from another patient) gets right."""
+    halved = tuple(0.5 * a for a in RANDOM_AMPLITUDES_MM)
+    extra = random_smooth_field(grid, generator, amplitudes_mm=halved).to(field.device)
+    return compose(extra, field, grid)  # a fixed point moves with ``field`` first
+
+
+def without_affine_part(field: torch.Tensor, grid: Grid, mask: torch.Tensor) -> torch.Tensor:
+    """``field`` minus its least-squares affine part over the voxels where ``mask`` > 0.
+
+    What remains is the motion an ideal affine pre-alignment leaves to the deformable
+    step: the pipeline gives the network the moving image after its lung-aware affine
+    pre-alignment, so pairs without an affine part are the pipeline's own inputs (up to the
+    affine's own error). The least-squares fit is ``u(x) ~ W^T [x, 1]`` over the lung.
+    """
+    inside = mask.reshape(grid.shape) > 0
+    points = grid.points(dtype=torch.float64, device=field.device)
+    values = field[0].movedim(0, -1).double()
+    chosen = inside if bool(inside.any()) else torch.ones_like(inside)
+    design = torch.cat((points[chosen], torch.ones_like(points[chosen][:, :1])), dim=1)
+    weights = torch.linalg.lstsq(design, values[chosen]).solution  # (4, 3)
+    affine = torch.cat((points, torch.ones_like(points[..., :1])), dim=-1) @ weights
+    return (values - affine).movedim(-1, 0)[None].to(field.dtype)
 
 
 # ----------------------------------------------------------------------------- inverse

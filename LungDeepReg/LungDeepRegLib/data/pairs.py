@@ -24,13 +24,13 @@ from typing import Literal
 import torch
 
 from ..preprocess.crop import HU_MAX, HU_MIN, normalize_ct
-from ..spatial import Grid, compose, jacobian_determinant, mapped_points, sample, warp
+from ..spatial import Grid, jacobian_determinant, mapped_points, sample, warp
 from .fields import (
-    RANDOM_AMPLITUDES_MM,
     breathing_field,
     invert_field,
     random_smooth_field,
     uniform,
+    with_random_detail,
 )
 
 PairKind = Literal["breathing", "random", "mixed"]
@@ -38,10 +38,11 @@ MIN_DETERMINANT = 0.1  # a drawn field is scaled down until det(J) exceeds this 
 DENSITY_FACTOR_RANGE = (0.5, 2.0)  # clip of 1 / det J in the density model
 PARENCHYMA_HU = (-500.0, -200.0)  # density change fades out between these values
 NOISE_SD_HU = (0.0, 20.0)
+DEFAULT_MAX_CC_MM = (10.0, 30.0)  # range of the drawn cranio-caudal breathing amplitude
 JITTER_SCALE = (0.98, 1.02)
 JITTER_OFFSET_HU = (-10.0, 10.0)
 
-__all__ = ["PairKind", "SyntheticPair", "make_pair"]
+__all__ = ["PairKind", "SyntheticPair", "draw_field", "make_pair"]
 
 
 @dataclass
@@ -79,7 +80,7 @@ class SyntheticPair:
 def make_pair(ct_hu: torch.Tensor, lung_mask: torch.Tensor, grid: Grid,
               generator: torch.Generator, kind: PairKind = "breathing", *,
               labels: torch.Tensor | None = None, field: torch.Tensor | None = None,
-              max_cc_mm: tuple[float, float] = (10.0, 30.0),
+              max_cc_mm: tuple[float, float] = DEFAULT_MAX_CC_MM,
               intensity_change: bool = True, noise: bool = True,
               fill_hu: float | None = None) -> SyntheticPair:
     """Build one synthetic inhale/exhale pair from a CT (the inhale image) on ``grid``.
@@ -105,7 +106,7 @@ def make_pair(ct_hu: torch.Tensor, lung_mask: torch.Tensor, grid: Grid,
     device = ct_hu.device
     mask = (lung_mask > 0).to(torch.float32)
     if field is None:
-        field = _draw_field(kind, grid, mask, generator, max_cc_mm)
+        field = draw_field(kind, grid, mask, generator, max_cc_mm)
     field, determinant = _keep_invertible(field.to(device), grid)
     inverse, residual = invert_field(field, grid)
     # drawn whatever the flags, so that the flags never change the field of a seed
@@ -137,7 +138,7 @@ def make_pair(ct_hu: torch.Tensor, lung_mask: torch.Tensor, grid: Grid,
         inverse_residual_mm=residual, kind=kind)
 
 
-def _draw_field(kind: str, grid: Grid, mask: torch.Tensor, generator: torch.Generator,
+def draw_field(kind: str, grid: Grid, mask: torch.Tensor, generator: torch.Generator,
                 max_cc_mm: tuple[float, float]) -> torch.Tensor:
     if kind == "breathing":
         return breathing_field(grid, mask, generator, max_cc_mm=max_cc_mm)
@@ -145,10 +146,7 @@ def _draw_field(kind: str, grid: Grid, mask: torch.Tensor, generator: torch.Gene
         return random_smooth_field(grid, generator).to(mask.device)
     if kind == "mixed":
         breathing = breathing_field(grid, mask, generator, max_cc_mm=max_cc_mm)
-        halved = tuple(0.5 * a for a in RANDOM_AMPLITUDES_MM)
-        extra = random_smooth_field(grid, generator, amplitudes_mm=halved).to(mask.device)
-        # a fixed point moves with the breathing first, then with the random field
-        return compose(extra, breathing, grid)
+        return with_random_detail(breathing, grid, generator)
     raise ValueError(f"kind must be 'breathing', 'random' or 'mixed', got {kind!r}")
 
 

@@ -25,17 +25,18 @@ from torch.utils.data import Dataset
 from ..io.images import prepare_image, read_image
 from ..preprocess import left_right_lungs, lung_crop_grid, lung_labels, resample_to_grid
 from ..preprocess.crop import NETWORK_SIZE
-from ..spatial import Grid, compose, image_to_tensor
+from ..spatial import Grid, image_to_tensor
 from .augment import augment_pair
 from .fields import (
-    RANDOM_AMPLITUDES_MM,
     breathing_field,
     invert_field,
     random_smooth_field,
     uniform,
+    with_random_detail,
+    without_affine_part,
 )
 from .motion import MotionAtlas
-from .pairs import PairKind, SyntheticPair, make_pair
+from .pairs import DEFAULT_MAX_CC_MM, PairKind, SyntheticPair, draw_field, make_pair
 
 CtSource = str | Path | tuple[sitk.Image, sitk.Image | None]
 
@@ -88,6 +89,9 @@ class SyntheticPairSource(Dataset):
             pair then shows a patient's anatomy moving with that patient's own motion) and
             CTs with part of the lungs only (a lung box the atlas cannot be mapped onto).
         augment: degrade both images as clinical scans vary (:func:`.augment.augment_pair`).
+        affine_free: remove the least-squares affine part (in the lungs) of every field
+            (:func:`.fields.without_affine_part`): the residual motion that the pipeline's
+            affine pre-alignment leaves to the network.
         **pair_options: passed to :func:`make_pair` (``max_cc_mm``, ``intensity_change``,
             ``noise``).
     """
@@ -96,13 +100,15 @@ class SyntheticPairSource(Dataset):
                  seed: int = 0, kind: PairKind = "breathing", length: int = 1000,
                  margin_mm: float = 10.0, atlas: MotionAtlas | None = None,
                  atlas_share: float = 0.5, atlas_exclude: Sequence[str | Path] = (),
-                 augment: bool = False, **pair_options: object) -> None:
+                 augment: bool = False, affine_free: bool = False,
+                 **pair_options: object) -> None:
         if not cts:
             raise ValueError("SyntheticPairSource needs at least one CT")
         pair_seed(seed, 0)  # validates the seed
         self.seed, self.kind, self.length = int(seed), kind, int(length)
         self.pair_options = pair_options
         self.atlas, self.atlas_share, self.augment = atlas, float(atlas_share), augment
+        self.affine_free = affine_free
         excluded = {_resolved(path) for path in atlas_exclude}
         self.cases = [_load_case(ct, tuple(size), margin_mm) for ct in cts]
         self.atlas_allowed = [_resolved(case.name) not in excluded for case in self.cases]
@@ -116,18 +122,21 @@ class SyntheticPairSource(Dataset):
         uses_atlas = self.atlas is not None and self.atlas_allowed[number]
         if uses_atlas and uniform(generator, 0.0, 1.0) < self.atlas_share:
             field = self._atlas_field(case, generator)
+        kind = self.kind if field is None else "atlas"
+        if self.affine_free:
+            if field is None:
+                max_cc_mm = self.pair_options.get("max_cc_mm", DEFAULT_MAX_CC_MM)
+                field = draw_field(self.kind, case.grid, case.labels, generator, max_cc_mm)
+            field = without_affine_part(field, case.grid, case.labels)
         pair = make_pair(case.hu, case.labels, case.grid, generator, self.kind,
                          labels=case.labels, field=field, **self.pair_options)
-        if field is not None:
-            pair.kind = "atlas"
+        pair.kind = kind
         return augment_pair(pair, generator) if self.augment else pair
 
     def _atlas_field(self, case: _Case, generator: torch.Generator) -> torch.Tensor:
         assert self.atlas is not None
         real = self.atlas.draw(case.grid, case.labels, generator)
-        halved = tuple(0.5 * a for a in RANDOM_AMPLITUDES_MM)
-        extra = random_smooth_field(case.grid, generator, amplitudes_mm=halved)
-        return compose(extra, real, case.grid)  # real breathing first, then the extra
+        return with_random_detail(real, case.grid, generator)
 
     def __len__(self) -> int:
         return self.length

@@ -89,6 +89,7 @@ class DataConfig:
     atlas_share: float = 0.5  # of the synthetic pairs that move by a real atlas field
     atlas_exclude: list[str] = field(default_factory=list)  # CTs that keep `synthetic_kind`
     augment: bool = False  # blur, HU offset, noise, cut moving field of view
+    affine_free: bool = False  # remove each field's affine part (what the affine leaves)
     manifest: str = ""
     seed: int = 0
     validation_pairs: int = 4

@@ -54,7 +54,7 @@ def _data_summary(config: Config) -> dict:
         summary.update(motion_atlas=atlas.name, motion_atlas_sha256=file_sha256(atlas),
                        atlas_share=data.atlas_share,
                        atlas_exclude=[Path(p).name for p in data.atlas_exclude])
-    summary["augment"] = data.augment
+    summary.update(augment=data.augment, affine_free=data.affine_free)
     return summary
 
 
