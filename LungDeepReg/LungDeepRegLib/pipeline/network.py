@@ -29,10 +29,13 @@ from ..losses.functional import ngf_distance
 from ..spatial import Grid, warp
 
 NO_NETWORK = "affine, no network"
-# Network NGF below this share of the affine start's: refine the network's start alone. On
-# the tuning pairs the shares were 0.90-0.92 (both shipped models) and refining the network
-# start alone cost no accuracy there (results/network_trust.md); 0.95 trusts those.
-TRUST_RATIO = 0.95
+# Network NGF below this share of the affine start's: refine the network's start alone.
+# Off (0.0) by default. On the two real tuning pairs (shares 0.90-0.92) trusting cost no
+# accuracy and saved 0.8-2.8 s (results/network_trust.md, at 0.95), but on the demo pair
+# (synthetic, share 0.30) it gave 0.69 instead of 0.45 mm and saved nothing: as
+# multistart's docstring found, a start's match before the refinement does not tell which
+# start the refinement ends better from. Two tuning pairs are too few to set it.
+TRUST_RATIO = 0.0
 CropPair = Callable[[sitk.Transform], tuple[Grid, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
