@@ -88,8 +88,8 @@ def trusted(candidates: dict[str, NetworkResult], network: NetworkResult) -> boo
     The refinement then runs only the network's short schedule (no coarse levels of the
     affine start): the time a network should save. The affine start stays a candidate of
     the final comparison (:mod:`.multistart`), so a wrong trust costs accuracy, never
-    correctness. ``TRUST_RATIO`` is chosen on the declared tuning pairs
-    (``Testing/benchmark/tune_network_trust.py``).
+    correctness. ``TRUST_RATIO`` is 0.0 (never) by default; measure another value with
+    ``Testing/benchmark/tune_network_trust.py`` (see the constant's comment for why).
     """
     affine = candidates[NO_NETWORK].scores[NO_NETWORK]
     return network.scores[network.start_name] < TRUST_RATIO * affine
