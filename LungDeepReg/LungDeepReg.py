@@ -39,6 +39,9 @@ model (Vandemeulebroucke, Sarrut, Clarysse, ICCR 2007; CREATIS / Léon Bérard C
 source of the bundled sample; COPDGene (NHLBI U01 HL089897, U01 HL089856)."""
 
 DEVICES = ["Auto", "CPU", "CUDA"]
+# the refinement's similarity choices (the engine's refine_config.SIMILARITY_WEIGHTS; the
+# module lists them without loading the engine, torch included)
+SIMILARITIES = ["ngf", "ncc", "mind"]
 ENGINE_METHODS = ("register", "batch", "demo_pair", "train")
 
 
@@ -69,6 +72,7 @@ class LungDeepRegParameterNode:
     refineIterations: Annotated[int, WithinRange(-1, 5000)] = -1  # -1: the tuned schedule
     fixedIsExhale: bool = False
     outputSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 2.0  # 0: the fixed grid
+    similarity: Annotated[str, Choice(SIMILARITIES)] = "ngf"
     outputTransform: slicer.vtkMRMLGridTransformNode
     outputWarped: slicer.vtkMRMLScalarVolumeNode
     outputJacobian: slicer.vtkMRMLScalarVolumeNode

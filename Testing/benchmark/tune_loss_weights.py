@@ -89,8 +89,13 @@ def setting_config(setting: dict) -> RefineConfig:
 
 
 def run_setting(setting: dict, pair: dict) -> dict:
+    return run_config(setting_config(setting), pair)
+
+
+def run_config(config: RefineConfig, pair: dict) -> dict:
+    """Refine one tuning pair with ``config``: lung EPE against the known field, folding
+    and SD log J in the lung, seconds."""
     grid, fixed, moving, mask = pair["inputs"]
-    config = setting_config(setting)
     started = time.perf_counter()
     result = refine(fixed, moving, grid, config=config, fixed_mask=mask)
     seconds = time.perf_counter() - started

@@ -174,7 +174,9 @@ def test_unusable_devices_and_options_are_named():
     inputs = RegistrationInputs(fixed=Path("unused.nii.gz"), moving=Path("unused.nii.gz"))
     bad = {"--device": {"device": "cuda:99" if torch.cuda.is_available() else "cuda"},
            "--refine-iterations": {"refine_iterations": -1}, "--threads": {"threads": 0},
-           "--output-spacing": {"output_spacing_mm": float("nan")}}
+           "--output-spacing": {"output_spacing_mm": float("nan")},
+           "--similarity": {"similarity": "mutual-information"},
+           "--similarity-weight": {"similarity": "mind", "similarity_weight": 0.0}}
     for option, values in bad.items():
         with pytest.raises(InputError) as refused:
             register(inputs, Path("never-created"), RegistrationOptions(**values))

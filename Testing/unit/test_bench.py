@@ -83,6 +83,21 @@ def test_methods_by_name_with_the_initial_state_first():
     assert methods[2].folder == "lungdeepreg-net_models_old_one.safetensors"
     with pytest.raises(InputError, match="runs no network"):
         parse_methods("lungdeepreg-opt:some-model")
+    # two similarities side by side: a refining method takes one after an @
+    methods = parse_methods("lungdeepreg-opt@mind=3,lungdeepreg:models/a@b.safetensors@ncc")
+    assert methods[1].register_args == ("--model", "none", "--similarity", "mind",
+                                        "--similarity-weight", "3")
+    assert methods[2].register_args == ("--model", "models/a@b.safetensors",
+                                        "--similarity", "ncc")
+    assert methods[1].folder == "lungdeepreg-opt_mind_3"
+    assert parse_methods("lungdeepreg@ngf@fine=2")[1].register_args == (
+        "--similarity", "ngf", "--fine-spacing", "2")
+    with pytest.raises(InputError, match="does not refine"):
+        parse_methods("lungdeepreg-net@mind")
+    with pytest.raises(InputError, match="unknown modifier"):
+        parse_methods("lungdeepreg-opt@mi")
+    with pytest.raises(InputError, match="needs a spacing"):
+        parse_methods("lungdeepreg-opt@fine")
 
 
 def test_measurement_is_the_childs_own_time_memory_and_failure(tmp_path):

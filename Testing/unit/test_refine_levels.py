@@ -14,10 +14,13 @@ from test_refine import one_thread  # noqa: F401  (autouse: one intra-op thread,
 
 from LungDeepRegLib.data import random_smooth_field
 from LungDeepRegLib.io.images import read_image
+from LungDeepRegLib.pipeline import crops
+from LungDeepRegLib.pipeline.crops import MAX_UPSAMPLING, native_size
 from LungDeepRegLib.pipeline.multistart import (
     REFINED,
     Start,
     border_extended,
+    moving_coverage,
     refine_from_best_start,
 )
 from LungDeepRegLib.pipeline.refine import COARSE_LEVELS, FINEST_LEVEL, refine
@@ -103,7 +106,8 @@ def test_no_motion_ends_no_worse_than_its_start(ct):
 def test_border_extension_stops_the_drift_at_a_cut_field_of_view(ct):
     """The moving CT ends a few slices inside the fixed lungs (the lungs touch the field of
     view); with the -1024 HU fill the refinement of a pair without motion drifts, with the
-    border extended it stays put."""
+    border extended and the similarity kept to where the moving CT has data (as the
+    pipeline's crops do) it stays put."""
     image, _, grid, fixed, mask = ct
     cut = image[:, :, : image.GetSize()[2] - 6]
     raw = normalize_ct(image_to_tensor(resample_to_grid(cut, grid))[0])
@@ -111,8 +115,26 @@ def test_border_extension_stops_the_drift_at_a_cut_field_of_view(ct):
     assert not torch.equal(raw, extended)
     inside = raw > 0
     assert torch.equal(extended[inside], raw[inside])  # the crop is kept inside the image
+    coverage = moving_coverage(cut, sitk.AffineTransform(3), grid)
+    assert not bool(coverage.all()) and bool(coverage[inside].all())
     zero = torch.zeros((1, 3, *grid.shape))
-    drift = {name: lung_epe(mask, refine(fixed, moving, grid, config=COARSE,
-                                         fixed_mask=mask).field, zero)
-             for name, moving in (("fill", raw), ("extended", extended))}
+    drift = {name: lung_epe(mask, refine(fixed, moving, grid, config=COARSE, fixed_mask=mask,
+                                         moving_coverage=covered).field, zero)
+             for name, moving, covered in (("fill", raw, None),
+                                           ("extended", extended, coverage))}
     assert drift["extended"] < 0.5 * drift["fill"], drift
+
+
+def test_refinement_crop_is_never_finer_than_the_ct_allows(ct, monkeypatch):
+    """A coarse CT gets a crop at most MAX_UPSAMPLING times finer than its voxels (the
+    default 1: its own voxels), and a CT finer than the crop keeps the configured size."""
+    image, labels, *_ = ct
+    size = (200, 200, 200)
+    crop = lung_crop_grid(image, labels, size=size)
+    extent = [sp * (n - 1) for sp, n in zip(crop.spacing, crop.size, strict=True)]
+    for factor in (MAX_UPSAMPLING, 2.0):
+        monkeypatch.setattr(crops, "MAX_UPSAMPLING", factor)
+        made = native_size(image, labels, size)
+        for voxels, length, spacing in zip(made, extent, image.GetSpacing(), strict=True):
+            assert length / spacing * factor <= voxels - 1 <= length / spacing * factor + 1
+    assert native_size(image, labels, (16, 12, 16)) == (16, 12, 16)

@@ -278,3 +278,16 @@ def test_a_finished_run_never_reads_the_panels_parameter_node():
     poll = ast.unparse(function_source(MODULE_FILE, "onPoll"))
     assert "_parameterNode" not in poll
     assert "_parameterNode" not in (GUI / "results_panel.py").read_text(encoding="utf-8")
+
+
+def test_similarity_choices_are_the_engines():
+    """The module lists the similarities without importing the engine (torch); the list, the
+    combo box's items and the engine's choices must agree."""
+    from LungDeepRegLib.pipeline.refine_config import SIMILARITY_WEIGHTS
+
+    listed = next(node.value for node in module_tree().body if isinstance(node, ast.Assign)
+                  and getattr(node.targets[0], "id", "") == "SIMILARITIES")
+    assert ast.literal_eval(listed) == list(SIMILARITY_WEIGHTS)
+    combo = next(w for w in ui_root().iter("widget") if w.get("name") == "similarityComboBox")
+    items = [item.findtext("property/string") for item in combo.findall("item")]
+    assert items == list(SIMILARITY_WEIGHTS)

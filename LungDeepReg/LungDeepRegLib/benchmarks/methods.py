@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..pipeline.refine_config import SIMILARITY_WEIGHTS
 from ..spatial import Grid
 from . import elastix
 
@@ -57,15 +58,67 @@ def parse_methods(text: str) -> list[Method]:
 
     A LungDeepReg method that runs a network takes another model after a colon
     (``lungdeepreg-net:lungdeepreg-popi-cpu``, or a path), so that two models are compared
-    side by side in one run.
+    side by side in one run. A LungDeepReg method that refines takes modifiers after ``@``:
+    a similarity with an optional weight (``lungdeepreg-opt@mind``, ``lungdeepreg@ncc=2``:
+    ``register --similarity ncc --similarity-weight 2``) and a fine level
+    (``lungdeepreg@fine=2``: ``--fine-spacing 2``), e.g. ``lungdeepreg-opt@mind@fine=2``.
     """
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name.partition(":")[0] not in METHODS]
+    unknown = [name for name in names if _base(name) not in METHODS]
     if unknown:
         raise InputError("--methods", f"unknown method(s) {', '.join(unknown)}; choose from "
                                       f"{', '.join(METHODS)}")
     ordered = [IDENTITY] + [name for name in dict.fromkeys(names) if name != IDENTITY]
-    return [_with_model(name) for name in ordered]
+    return [_with_modifiers(name) for name in ordered]
+
+
+MODIFIER = re.compile(r"[a-z]+(=[0-9.]+)?")
+
+
+def _split_modifiers(name: str) -> tuple[str, list[str]]:
+    """``name`` without its ``@`` modifiers, and the modifiers in order."""
+    modifiers: list[str] = []
+    rest = name
+    while True:
+        head, at, suffix = rest.rpartition("@")
+        if not at or not MODIFIER.fullmatch(suffix):
+            return rest, modifiers[::-1]
+        rest = head
+        modifiers.append(suffix)
+
+
+def _base(name: str) -> str:
+    return _split_modifiers(name)[0].partition(":")[0]
+
+
+def _modifier_args(modifier: str, name: str) -> tuple[tuple[str, ...], str]:
+    """``register`` options and a description of one modifier of method ``name``."""
+    key, _, value = modifier.partition("=")
+    if key == "fine":
+        if not value:
+            raise InputError("--methods", f"{name}: '@fine' needs a spacing, e.g. @fine=2")
+        return ("--fine-spacing", value), f"fine level {value} mm"
+    if key not in SIMILARITY_WEIGHTS:
+        raise InputError("--methods", f"unknown modifier {key!r} in {name}; choose a "
+                                      f"similarity ({', '.join(SIMILARITY_WEIGHTS)}) or fine")
+    weighted = ("--similarity-weight", value) if value else ()
+    return ("--similarity", key, *weighted), \
+        f"similarity {key}" + (f" weighted {value}" if value else "")
+
+
+def _with_modifiers(name: str) -> Method:
+    rest, modifiers = _split_modifiers(name)
+    method = _with_model(rest)
+    if not modifiers:
+        return method
+    if method.kind != "lungdeepreg" or not method.refines:
+        raise InputError("--methods", f"{rest} does not refine: it takes no '@' modifier")
+    args, labels = list(method.register_args), [method.description]
+    for modifier in modifiers:
+        extra, label = _modifier_args(modifier, name)
+        args += extra
+        labels.append(label)
+    return Method(name, ", ".join(labels), method.kind, tuple(args), method.refines)
 
 
 def _with_model(name: str) -> Method:

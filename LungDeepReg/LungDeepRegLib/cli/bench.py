@@ -57,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         if name == "synthetic":
             suite.add_argument("--pairs", type=int, default=5, help="pairs per group")
             suite.add_argument("--ct", type=Path, action="append",
-                               help="an unseen CT (repeatable; default: CIP ct-64 from "
+                               help="an unseen CT (repeatable; default: Lung-PET-CT-Dx A0001 from "
                                     "../shared/data when present)")
         suite.add_argument("--out", required=True, type=Path, help="output folder")
         suite.add_argument("--work", type=Path, help="folder of the inputs, logs and fields "

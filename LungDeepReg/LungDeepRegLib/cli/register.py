@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..io.landmarks import LANDMARK_FORMATS
 from ..mrml.job import format_progress
+from ..pipeline.refine_config import SIMILARITY_WEIGHTS
 from ..pipeline.register import (
     Cancelled,
     RegistrationInputs,
@@ -51,6 +52,13 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fine-spacing", type=float, default=None, metavar="MM",
                         help="add a last refinement level at this spacing in mm (e.g. 2; "
                              "never finer than the CT) for more detail at more cost")
+    parser.add_argument("--similarity", choices=tuple(SIMILARITY_WEIGHTS), default="ngf",
+                        help="similarity of the instance optimisation: ngf (normalised "
+                             "gradient fields, the default), ncc (local normalised cross "
+                             "correlation) or mind (MIND-SSC descriptors)")
+    parser.add_argument("--similarity-weight", type=float, default=None, metavar="W",
+                        help="weight of that similarity against the regularisers "
+                             "(default: the tuned one)")
     parser.add_argument("--nifti", action="store_true", help="also write field.nii.gz")
     parser.add_argument("--round-to-voxel", action="store_true",
                         help="DIR-Lab TRE protocol: snap mapped landmarks to the voxel grid")
@@ -87,7 +95,8 @@ def options_from(args: argparse.Namespace) -> RegistrationOptions:
         model=args.model, refine_iterations=args.refine_iterations, device=args.device,
         threads=args.threads,
         fixed_is=args.fixed_is, output_spacing_mm=args.output_spacing or None,
-        fine_spacing_mm=args.fine_spacing,
+        fine_spacing_mm=args.fine_spacing, similarity=args.similarity,
+        similarity_weight=args.similarity_weight,
         write_nifti=args.nifti, exclude_outside_landmarks=args.exclude_outside,
         round_to_voxel=args.round_to_voxel, report=not args.no_report)
 

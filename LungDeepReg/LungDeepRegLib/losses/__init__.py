@@ -3,6 +3,7 @@
 Units: displacements in LPS mm, image gradients per mm, every loss a mean over its domain.
 """
 
+from .features import MIND_CHANNELS, mind_ssc
 from .functional import (
     curvature_regularizer,
     endpoint_error,
@@ -34,6 +35,7 @@ from .modules import (
 )
 
 __all__ = [
+    "MIND_CHANNELS", "mind_ssc",
     "CurvatureLoss", "EndpointErrorLoss", "KeypointLoss", "LocalNCCLoss", "LossWeights",
     "MSELoss", "MaskAlignmentLoss", "NGFLoss", "RegistrationLoss", "SIMILARITY_TERMS",
     "TUNED_T", "TUNED_WEIGHTS",

@@ -98,7 +98,8 @@ def register_arguments(fixed: PathLike, moving: PathLike, out: PathLike, *,
                        landmark_format: str | None = None, model: str = "auto",
                        refine_iterations: int | None = None, device: str = "auto",
                        threads: int | None = None, fixed_is: str = "inhale",
-                       output_spacing: float | None = None, report: bool = True) -> list[str]:
+                       output_spacing: float | None = None, similarity: str = "ngf",
+                       report: bool = True) -> list[str]:
     """Arguments of ``lungdeepreg register`` for the widget's parameters.
 
     ``refine_iterations`` None keeps the tuned schedule; ``output_spacing`` None keeps the
@@ -110,7 +111,8 @@ def register_arguments(fixed: PathLike, moving: PathLike, out: PathLike, *,
         "--fixed-landmarks": fixed_landmarks, "--moving-landmarks": moving_landmarks,
         "--landmark-format": landmark_format, "--model": model,
         "--refine-iterations": refine_iterations, "--device": device, "--threads": threads,
-        "--fixed-is": fixed_is, "--output-spacing": output_spacing})]
+        "--fixed-is": fixed_is, "--output-spacing": output_spacing,
+        "--similarity": None if similarity == "ngf" else similarity})]
     return arguments if report else [*arguments, "--no-report"]
 
 

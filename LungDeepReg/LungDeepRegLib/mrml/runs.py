@@ -38,6 +38,7 @@ class RunRequest:
     refine_iterations: int | None = None  # None: the tuned schedule
     fixed_is: str = "inhale"
     output_spacing: float | None = None  # None: the CLI default; 0: the fixed grid
+    similarity: str = "ngf"  # of the instance optimisation (--similarity)
     report: bool = True
     transform: object | None = None  # chosen output nodes (None: new ones)
     warped: object | None = None
@@ -54,7 +55,7 @@ class RunRequest:
             lung_segment=p.lungMaskSegment, model=p.model, device=p.device.lower(),
             refine_iterations=None if p.refineIterations < 0 else p.refineIterations,
             fixed_is="exhale" if p.fixedIsExhale else "inhale",
-            output_spacing=p.outputSpacing, report=p.writeReport,
+            output_spacing=p.outputSpacing, similarity=p.similarity, report=p.writeReport,
             transform=p.outputTransform, warped=p.outputWarped, jacobian=p.outputJacobian,
             output_folder=str(output_folder or ""))
 
@@ -145,7 +146,8 @@ class Registrations:
             arguments = register_arguments(
                 out=folder / "registration", model=request.model, device=request.device,
                 refine_iterations=request.refine_iterations, fixed_is=request.fixed_is,
-                output_spacing=request.output_spacing, report=request.report, **inputs)
+                output_spacing=request.output_spacing, similarity=request.similarity,
+                report=request.report, **inputs)
             argv, env = build_command(self.interpreter(), arguments)
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)

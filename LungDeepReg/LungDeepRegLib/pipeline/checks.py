@@ -58,10 +58,12 @@ MIN_COVERAGE_ERROR = 0.05  # below this nothing meaningful is left to register
 # NGF distance in the lung (0 identical edges, 1 no common edges), on one crop size. The
 # limits are the midpoints between the worst tuning breathing pair and the tuning pair of
 # two subjects (tune_self_checks.py): after the affine step 0.217 (POPI 00->50) and 0.516
-# (POPI vs CIP ct-64), midpoint 0.367; after the deformable step 0.152 and 0.277, 0.215.
+# (POPI vs CIP ct-64), midpoint 0.367; after the deformable step 0.162 and 0.329, 0.245
+# (re-measured 2026-12-04 when the refinement began to compare the whole lung crop: before,
+# 0.152 and 0.277, 0.215).
 MATCH_GRID_SIZE = (96, 80, 96)  # x, y, z: the refinement's finest grid
 MAX_NGF_AFTER_AFFINE = 0.37
-MAX_NGF_AFTER_DEFORMABLE = 0.22
+MAX_NGF_AFTER_DEFORMABLE = 0.245
 
 
 class SelfCheckWarning(UserWarning):

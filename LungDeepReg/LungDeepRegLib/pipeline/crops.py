@@ -17,8 +17,8 @@ import torch
 
 from ..preprocess.crop import lung_crop_grid, normalize_ct, resample_to_grid
 from ..spatial import Grid, image_to_tensor
-from .multistart import border_extended
-from .refine_config import RefineConfig
+from .multistart import CropInputs, border_extended, moving_coverage
+from .refine_config import RefineConfig, with_similarity
 
 
 class PairImages(Protocol):
@@ -29,16 +29,27 @@ class PairImages(Protocol):
     fixed_lungs: sitk.Image
 
 
+#: How much finer than the fixed CT the refinement crop may be: 1, the CT's own voxels. On
+#: the POPI light tuning pairs (5x5x6 mm) twice as fine (a 96x80x95 crop instead of
+#: 66x51x48) gave the same mean TRE, 1.874 against 1.879 mm, for about 4x the optimisation
+#: time (Testing/benchmark/results/crop_upsampling.md); an earlier try with a 96x80x96 crop
+#: had given 1.78, so differences of 0.1 mm per pair are within what one more or one fewer
+#: crop slice changes.
+MAX_UPSAMPLING = 1.0
+
+
 def native_size(fixed: sitk.Image, lungs: sitk.Image, size: tuple[int, int, int],
                 config: RefineConfig | None = None) -> tuple[int, int, int]:
     """``size`` (or, with ``config``, the crop its optional fine level needs:
-    :meth:`RefineConfig.crop_size`), but never finer than the fixed image's own voxels over
-    the lung crop (a coarse CT gains nothing from an upsampled refinement grid, only cost)."""
+    :meth:`RefineConfig.crop_size`), but never more than :data:`MAX_UPSAMPLING` times finer
+    than the fixed image's own voxels over the lung crop (a coarse CT gains nothing from an
+    upsampled refinement grid, only cost)."""
     crop = lung_crop_grid(fixed, lungs, size=size)
     extent = np.asarray(crop.spacing) * (np.asarray(crop.size) - 1)
     if config is not None:
         size = config.crop_size(tuple(float(e) for e in extent))
-    native = np.ceil(extent / np.asarray(fixed.GetSpacing())).astype(int) + 1
+    finest = np.asarray(fixed.GetSpacing()) / MAX_UPSAMPLING
+    native = np.ceil(extent / finest).astype(int) + 1
     return tuple(int(max(8, min(n, s))) for n, s in zip(native, size, strict=True))
 
 
@@ -57,10 +68,12 @@ def crop_inputs(pair: PairImages, affine: sitk.Transform, size: tuple[int, int, 
 
 
 def refine_config(iterations: int | None, after_network: bool,
-                  fine_spacing_mm: float | None = None) -> RefineConfig:
+                  fine_spacing_mm: float | None = None, similarity: str = "ngf",
+                  similarity_weight: float | None = None) -> RefineConfig:
     """The tuned schedule (from identity, or after a network), with the fine level at
     ``fine_spacing_mm`` on CTs finer than the 96x80x96 level when asked for;
-    ``iterations`` caps every level's steps (the fine level's too).
+    ``iterations`` caps every level's steps (the fine level's too); ``similarity`` (and
+    its weight) as :func:`.refine_config.with_similarity`.
 
     The fine level is off by default: on the tuning pairs (synthetic full-resolution POPI
     00, seeds pair_seed(31337, 0..1)) 2 mm gave 0.28 -> 0.22 and 0.24 -> 0.21 mm mean
@@ -69,6 +82,7 @@ def refine_config(iterations: int | None, after_network: bool,
     (Testing/benchmark/results/refinement_ablation.md, register_large.md).
     """
     config = RefineConfig.after_network() if after_network else RefineConfig()
+    config = with_similarity(config, similarity, similarity_weight)
     if fine_spacing_mm is not None:
         config = dataclasses.replace(config, fine_spacing_mm=fine_spacing_mm)
     if iterations is not None:
@@ -89,8 +103,12 @@ def crops_once(pair: PairImages, device: torch.device
         if key not in made:
             size = native_size(pair.fixed, pair.fixed_lungs, config.size, config)
             grid, fixed, moving, mask = crop_inputs(pair, transform, size, device)
-            # no -1024 HU slab where the lungs touch the moving field of view (multistart)
-            made[key] = grid, fixed, border_extended(pair.moving, transform, grid, moving), mask
+            # no -1024 HU slab where the lungs touch the moving field of view (multistart),
+            # and no similarity measured there
+            made[key] = CropInputs(grid, fixed,
+                                   border_extended(pair.moving, transform, grid, moving),
+                                   mask, moving_coverage(pair.moving, transform, grid)
+                                   .to(device))
         return made[key]
 
     return crop

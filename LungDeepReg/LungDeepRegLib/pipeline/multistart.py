@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from typing import NamedTuple
 
 import SimpleITK as sitk
 import torch
@@ -56,8 +57,18 @@ from .refine_config import RefineConfig
 COARSE_SHARE = 0.4  # of the progress bar, for the coarse levels of all starts together
 REFINED = "refined"  # name of the refined result in the final comparison
 
-CropInputs = tuple[Grid, torch.Tensor, torch.Tensor, torch.Tensor]
-CropFor = Callable[[sitk.Transform, RefineConfig], CropInputs]
+class CropInputs(NamedTuple):
+    """A start's crop: grid, fixed and moving images (network intensities), the fixed lung
+    mask (float 0/1) and where the moving image has data (None: everywhere)."""
+
+    grid: Grid
+    fixed: torch.Tensor
+    moving: torch.Tensor
+    lungs: torch.Tensor
+    coverage: torch.Tensor | None = None
+
+
+CropFor = Callable[[sitk.Transform, RefineConfig], tuple]
 
 
 @dataclass
@@ -98,7 +109,7 @@ def refine_from_best_start(starts: list[Start], crop_for: CropFor,
     """
     if not starts:
         raise ValueError("the refinement needs at least one start")
-    crops = [crop_for(start.transform, start.config) for start in starts]
+    crops = [CropInputs(*crop_for(start.transform, start.config)) for start in starts]
     if len(starts) == 1:
         refined = _refine(starts[0], crops[0], progress, should_stop)
         chosen = MultistartResult(starts[0], crops[0][0], refined, {})
@@ -107,7 +118,7 @@ def refine_from_best_start(starts: list[Start], crop_for: CropFor,
     if chosen.refined.cancelled:
         return chosen
     extra = list(baselines or [])
-    crops += [crop_for(baseline.transform, baseline.config) for baseline in extra]
+    crops += [CropInputs(*crop_for(baseline.transform, baseline.config)) for baseline in extra]
     return _no_worse_than_doing_nothing(chosen, starts + extra, crops)
 
 
@@ -126,11 +137,9 @@ def _best_after_coarse_levels(starts: list[Start], crops: list[CropInputs],
         coarse.append((inputs, result))
     best = min(range(len(starts)), key=lambda i: scores[starts[i].name])  # ties: first
     (inputs, first), start = coarse[best], starts[best]
-    grid, fixed, moving, mask = inputs
-    second = refine(fixed, moving, grid, initial_field=first.field, config=start.config,
-                    fixed_mask=mask, progress=sub_progress(progress, COARSE_SHARE, 1.0),
-                    should_stop=should_stop, run_levels=FINEST_LEVEL)
-    return MultistartResult(start, grid, _joined(first, second), scores)
+    second = _refine(start, inputs, sub_progress(progress, COARSE_SHARE, 1.0), should_stop,
+                     FINEST_LEVEL, first.field)
+    return MultistartResult(start, inputs.grid, _joined(first, second), scores)
 
 
 def _no_worse_than_doing_nothing(chosen: MultistartResult, candidates: list[Start],
@@ -169,10 +178,28 @@ def _start_field(start: Start, inputs: CropInputs) -> torch.Tensor:
 
 def _match(inputs: CropInputs, field: torch.Tensor) -> float:
     """NGF in the lung of the moving crop warped by ``field`` (:func:`.network.match_in_lung`)."""
-    grid, fixed, moving, mask = inputs
+    grid, moving = inputs.grid, inputs.moving
     with torch.no_grad():
         warped = warp(moving, grid, field.to(moving), grid, fill=0.0)
-        return match_in_lung(fixed, warped, grid, mask)
+        return match_in_lung(inputs.fixed, warped, grid, inputs.lungs)
+
+
+def _reference(grid: Grid) -> sitk.Image:
+    reference = sitk.Image(list(grid.size), sitk.sitkUInt8)
+    reference.SetOrigin(grid.origin)
+    reference.SetSpacing(grid.spacing)
+    reference.SetDirection(grid.direction)
+    return reference
+
+
+def moving_coverage(moving: sitk.Image, transform: sitk.Transform, grid: Grid
+                    ) -> torch.Tensor:
+    """``(1, 1, z, y, x)`` bool: the voxels of ``grid`` whose partner through ``transform``
+    lies inside ``moving`` (where the moving image has data)."""
+    ones = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(moving)
+    inside = sitk.Resample(ones, _reference(grid), transform, sitk.sitkNearestNeighbor, 0.0)
+    return image_to_tensor(inside)[0] > 0
 
 
 def border_extended(moving: sitk.Image, transform: sitk.Transform, grid: Grid,
@@ -184,18 +211,11 @@ def border_extended(moving: sitk.Image, transform: sitk.Transform, grid: Grid,
     Inside the moving image the crop is unchanged (it is anti-aliased there; the border
     values are not, which matters little one voxel outside the field of view).
     """
-    ones = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
-    ones.CopyInformation(moving)
-    reference = sitk.Image(list(grid.size), sitk.sitkUInt8)
-    reference.SetOrigin(grid.origin)
-    reference.SetSpacing(grid.spacing)
-    reference.SetDirection(grid.direction)
-    inside = sitk.Resample(ones, reference, transform, sitk.sitkNearestNeighbor, 0.0)
-    valid = image_to_tensor(inside)[0].to(crop.device) > 0
+    valid = moving_coverage(moving, transform, grid).to(crop.device)
     if bool(valid.all()):
         return crop
     resampler = sitk.ResampleImageFilter()
-    resampler.SetReferenceImage(reference)
+    resampler.SetReferenceImage(_reference(grid))
     resampler.SetTransform(transform)
     resampler.SetInterpolator(sitk.sitkLinear)
     resampler.SetOutputPixelType(sitk.sitkFloat32)
@@ -205,13 +225,16 @@ def border_extended(moving: sitk.Image, transform: sitk.Transform, grid: Grid,
 
 
 def _refine(start: Start, inputs: CropInputs, progress: ProgressCallback | None,
-            should_stop: StopCallback | None, run_levels: slice = slice(None)
-            ) -> RefineResult:
-    grid, fixed, moving, mask = inputs
-    initial = None if start.field is None else resample_field(start.field, start.grid, grid)
-    return refine(fixed, moving, grid, initial_field=initial, config=start.config,
-                  fixed_mask=mask, progress=progress, should_stop=should_stop,
-                  run_levels=run_levels)
+            should_stop: StopCallback | None, run_levels: slice = slice(None),
+            initial: torch.Tensor | None = None) -> RefineResult:
+    """Refine from ``initial`` on the crop grid, or by default from the start's field."""
+    grid = inputs.grid
+    if initial is None and start.field is not None:
+        initial = resample_field(start.field, start.grid, grid)
+    return refine(inputs.fixed, inputs.moving, grid, initial_field=initial,
+                  config=start.config, fixed_mask=inputs.lungs, progress=progress,
+                  should_stop=should_stop, run_levels=run_levels,
+                  moving_coverage=inputs.coverage)
 
 
 def _joined(coarse: RefineResult, finest: RefineResult) -> RefineResult:

@@ -10,13 +10,13 @@ displacement field on the level grid (mm). Adam minimises the training loss of H
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ..device import intra_op_threads
-from ..losses import RegistrationLoss, ngf_edge_parameter, one_hot
+from ..losses import RegistrationLoss, mind_ssc, ngf_edge_parameter, one_hot
 from ..networks.pyramid import downsample, gaussian_smooth
 from ..spatial import Grid, warp
 from .refine_config import RefineConfig
@@ -50,6 +50,9 @@ class Level:
     mask: torch.Tensor | None
     fixed_onehot: torch.Tensor | None
     moving_onehot: torch.Tensor | None
+    # the moving image outside its grid: air (0) for intensities, the descriptor of a flat
+    # region (all channels 1) for MIND-SSC
+    outside: float = 0.0
 
 
 def check_inputs(grid: Grid, **tensors: torch.Tensor | None) -> None:
@@ -105,6 +108,21 @@ def make_level(source: Level, target: Grid) -> Level:
                  down(source.fixed_onehot), down(source.moving_onehot))
 
 
+def with_features(level: Level, features: str) -> Level:
+    """The level with its images replaced by what the similarity compares.
+
+    MIND-SSC descriptors are made from each level's own (smoothed, resampled) images, so
+    their patches and neighbours scale with the level's voxels; the moving descriptor is
+    then warped at every step instead of recomputed (as ConvexAdam does: one descriptor per
+    level, and the warp of 12 channels costs less than the descriptor of a warped image).
+    """
+    if features == "intensity":
+        return level
+    with torch.no_grad():
+        return replace(level, fixed=mind_ssc(level.fixed), moving=mind_ssc(level.moving),
+                       outside=1.0)
+
+
 class Budget:
     """Progress as the fraction of the planned work (steps weighted by voxels) done."""
 
@@ -134,8 +152,10 @@ def _level_objective(level: Level, field: torch.Tensor, config: RefineConfig
     level's starting field: recomputing it every step costs about 40 % of a step on the
     CPU and barely changes it (the warped image's gradient statistics move little).
     """
+    if config.weights.ngf <= 0:
+        return RegistrationLoss(config.weights)
     with torch.no_grad():
-        warped = warp(level.moving, level.grid, field, level.grid, fill=0.0)
+        warped = warp(level.moving, level.grid, field, level.grid, fill=level.outside)
         edge = float(ngf_edge_parameter(level.fixed, warped, level.grid)[0])
     return RegistrationLoss(config.weights, ngf_epsilon=edge)
 
@@ -180,8 +200,8 @@ def _adam_steps(level: Level, field: torch.Tensor, config: RefineConfig,
 
 def _level_loss(level: Level, field: torch.Tensor, loss: RegistrationLoss,
                 config: RefineConfig) -> torch.Tensor:
-    # fill 0 (air, -1024 HU) outside the moving crop, exactly as in training
-    warped = warp(level.moving, level.grid, field, level.grid, fill=0.0)
+    # air (-1024 HU, 0) outside the moving crop, exactly as in training
+    warped = warp(level.moving, level.grid, field, level.grid, fill=level.outside)
     warped_lobes = None
     if level.moving_onehot is not None:
         warped_lobes = warp(level.moving_onehot, level.grid, field, level.grid)

@@ -156,6 +156,8 @@ def run_information(inputs, options, state) -> dict:
         "network_start": state.network_start,
         "versions": versions,
         "field_grid": state.grid.to_dict(),
+        # the grid the deformable part was found on (the lung crop), None: affine only
+        "refinement_grid": None if state.crop is None else state.crop.to_dict(),
     }
 
 

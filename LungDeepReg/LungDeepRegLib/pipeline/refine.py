@@ -43,10 +43,11 @@ lung EPE 0.388 mm against 0.432 mm with the paper's alpha 10 and gamma 0.01, no 
 Earlier tuning of the schedule (POPI phase 00 and CIP ct-64, seed 31337, 192x160x192 crops,
 two pairs with 25-30 mm base motion): learning rates 0.25-1 mm alike; dropping the 96x80x96
 level cost 0.3 mm, dropping 24x20x24 0.1 mm. NGF on the whole crop instead of the lung mask
-gave 0.33 mm instead of 0.39, but synthetic fields do not slide at the pleura as real lungs
-do, so the paper's restriction to the lung is kept. The coarsest level is what captures the
-largest motion: on the 30 mm test pair (48x40x48, Testing/unit/test_refine.py) two levels
-instead of three left 13.6 mm instead of 3.2 mm.
+gave 0.33 mm instead of 0.39; the paper's restriction to the lung was kept then because
+synthetic fields do not slide at the pleura as real lungs do, and dropped on 2026-12-04 when
+the real POPI tuning pairs agreed (``RefineConfig.use_mask``). The coarsest level is what
+captures the largest motion: on the 30 mm test pair (48x40x48, Testing/unit/test_refine.py)
+two levels instead of three left 13.6 mm instead of 3.2 mm.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from .optimise import (
     make_level,
     one_hot_pair,
     optimise_level,
+    with_features,
 )
 from .refine_config import RefineConfig  # defined there, imported from here by callers
 
@@ -100,6 +102,19 @@ def refinement_grid(grid: Grid, config: RefineConfig) -> Grid:
     # never finer than the input: that would only interpolate the same information
     size = tuple(min(int(a), int(b)) for a, b in zip(size, grid.size, strict=True))
     return grid if size == grid.size else grid.with_size(size)
+
+
+def similarity_domain(mask: torch.Tensor | None, coverage: torch.Tensor | None
+                      ) -> torch.Tensor | None:
+    """Where the similarity is measured: ``mask`` (or everywhere) where the moving image has
+    data. Past the moving field of view the crop repeats the image's border (multistart's
+    ``border_extended``), which no anatomy of the fixed image matches: over the whole crop a
+    pair without motion whose moving CT ends 6 slices inside the lungs drifted 2.0 mm with
+    those voxels and stayed put without them (Testing/unit/test_refine_levels.py)."""
+    if coverage is None or bool(coverage.all()):
+        return mask
+    covered = coverage.to(torch.float32)
+    return covered if mask is None else mask * covered.to(mask)
 
 
 def _has_fine_level(grid: Grid, finest: Grid, config: RefineConfig) -> bool:
@@ -156,6 +171,7 @@ def refine(
     progress: ProgressCallback | None = None,
     should_stop: StopCallback | None = None,
     run_levels: slice = ALL_LEVELS,
+    moving_coverage: torch.Tensor | None = None,
 ) -> RefineResult:
     """Optimise the displacement field between ``fixed`` and ``moving`` coarse to fine.
 
@@ -166,7 +182,8 @@ def refine(
         initial_field: ``(1, 3, z, y, x)`` mm on ``grid`` (e.g. the network output);
             None starts from identity.
         config: :class:`RefineConfig` (default: registration from identity).
-        fixed_mask: ``(1, 1, z, y, x)`` lung mask; restricts NGF (``config.use_mask``).
+        fixed_mask: ``(1, 1, z, y, x)`` lung mask; restricts the similarity when
+            ``config.use_mask`` (off by default).
         fixed_labels, moving_labels: integer lung/lobe labels (0 background) on ``grid``;
             with both given and ``config.weights.mask > 0`` the mask alignment term is used.
         progress: called as ``progress(fraction, message)`` during the optimisation.
@@ -176,6 +193,8 @@ def refine(
             skipped. ``COARSE_LEVELS`` then ``FINEST_LEVEL`` on the returned field does
             what one call does, with a look at the result in between (see
             :mod:`.multistart`). Each level keeps its learning rate in the full pyramid.
+        moving_coverage: ``(1, 1, z, y, x)`` where the moving image has data (e.g. not past
+            its field of view); the similarity is measured there only. None: everywhere.
     """
     config = config or RefineConfig()
     start = time.perf_counter()
@@ -197,8 +216,9 @@ def refine(
     grids = grids[selected[0]:selected[-1] + 1]
     steps, rates = steps[selected[0]:selected[-1] + 1], rates[selected[0]:selected[-1] + 1]
     labels = one_hot_pair(fixed_labels, moving_labels, config)
-    mask = fixed_mask if config.use_mask else None
-    levels = _pyramid(input_level(fixed, moving, grid, mask, labels), grids)
+    mask = similarity_domain(fixed_mask if config.use_mask else None, moving_coverage)
+    levels = [with_features(level, config.features)
+              for level in _pyramid(input_level(fixed, moving, grid, mask, labels), grids)]
     budget = Budget(grids, steps, progress)
     with torch.enable_grad():  # a caller's torch.no_grad() must not stop the optimisation
         field, losses, cancelled = _coarse_to_fine(levels, downsample(base, grid, grids[0]),

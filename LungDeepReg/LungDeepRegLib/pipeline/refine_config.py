@@ -8,11 +8,18 @@ it back (a cycle). The schedule's reasons are in :mod:`.refine`'s docstring.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..losses import TUNED_T, TUNED_WEIGHTS, LossWeights
+
+#: What the similarity terms compare: the images, or their MIND-SSC descriptors.
+FEATURES = ("intensity", "mind")
+#: The refinement's similarity choices (``--similarity``) and their default weights against
+#: the tuned curvature and volume weights: NGF (the paper's), local NCC on intensities, and
+#: the mean squared difference of MIND-SSC descriptors (ConvexAdam's).
+SIMILARITY_WEIGHTS = {"ngf": 1.0, "ncc": 1.0, "mind": 1.0}
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,15 @@ class RefineConfig:
         update_sigma: Gaussian smoothing of each update, voxels of the level; 0 = none.
         tolerance, window: a level stops when the best loss of the last ``window`` steps is
             less than ``tolerance`` (relative) below the best loss before them.
-        use_mask: restrict NGF to the fixed lung mask when one is given (as in the paper).
+        use_mask: restrict the similarity to the fixed lung mask when one is given (as in
+            the paper). Off by default: over the whole lung crop (lungs + 10 mm, the
+            mediastinum between them) the lung boundary and the vessels near it take part,
+            and on the tuning data the mean lung EPE went 0.400 -> 0.353 mm (four synthetic
+            pairs, every pair better) and the POPI light tuning pairs 1.85 -> 1.76 and
+            1.91 -> 1.85 mm mean TRE (p95 4.38 -> 2.90 and 4.33 -> 3.36 mm); the two POPI
+            landmarks 47-55 mm outside the lungs, which hardly move, were mapped worse
+            (5.6 -> 6.0 and 5.3 -> 7.3 mm): nothing there slides apart from the lung
+            (Testing/benchmark/results/refinement_ablation.md, section 3).
         fine_spacing_mm: when set, one more level after the pyramid, on the crop grid itself
             with about this spacing (never finer than the fixed image, at most
             ``fine_max_voxels`` voxels): the fixed image's native detail inside the lungs.
@@ -42,6 +57,9 @@ class RefineConfig:
             learning rate (its voxels are about half as large).
         fine_max_voxels: voxel budget of that level (float32: 2.5 M voxels are 30 MB per
             field or image; one step about 1-2 s on two CPU cores).
+        features: what the similarity terms compare on every level: ``"intensity"`` (the
+            images themselves) or ``"mind"`` (their MIND-SSC descriptors,
+            :func:`~LungDeepRegLib.losses.mind_ssc`, made once per level).
     """
 
     size: tuple[int, int, int] = (96, 80, 96)
@@ -54,10 +72,11 @@ class RefineConfig:
     update_sigma: float = 1.0
     tolerance: float = 1e-3
     window: int = 20
-    use_mask: bool = True
+    use_mask: bool = False
     fine_spacing_mm: float | None = None
     fine_iterations: int = 20
     fine_max_voxels: int = 2_500_000
+    features: str = "intensity"
 
     def __post_init__(self) -> None:
         if self.levels < 1 or not self.iterations or min(self.iterations) < 0:
@@ -67,6 +86,8 @@ class RefineConfig:
         if self.fine_spacing_mm is not None and (self.fine_spacing_mm <= 0
                                                  or self.fine_max_voxels < 27):
             raise ValueError("fine_spacing_mm must be positive and fine_max_voxels >= 27")
+        if self.features not in FEATURES:
+            raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
 
     @classmethod
     def after_network(cls) -> RefineConfig:
@@ -91,3 +112,17 @@ class RefineConfig:
         if np.prod(size) > self.fine_max_voxels:  # same spacing on every axis, coarser
             size = np.floor((size - 1) * (self.fine_max_voxels / np.prod(size)) ** (1 / 3)) + 1
         return tuple(int(max(n, s)) for n, s in zip(size, self.size, strict=True))
+
+
+def with_similarity(config: RefineConfig, name: str, weight: float | None = None
+                    ) -> RefineConfig:
+    """``config`` with ``name`` (a key of :data:`SIMILARITY_WEIGHTS`) as its only
+    similarity term, weighted ``weight`` (default: the table's)."""
+    if name not in SIMILARITY_WEIGHTS:
+        raise ValueError(f"similarity must be one of {tuple(SIMILARITY_WEIGHTS)}, got {name!r}")
+    weight = SIMILARITY_WEIGHTS[name] if weight is None else weight
+    if name == "mind":
+        return replace(config, features="mind",
+                       weights=config.weights.with_similarity("mse", weight))
+    return replace(config, features="intensity",
+                   weights=config.weights.with_similarity(name, weight))

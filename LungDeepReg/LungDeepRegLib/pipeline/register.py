@@ -44,6 +44,7 @@ from .multistart import Start, refine_from_best_start
 from .network import NO_NETWORK, NetworkResult, best_candidate, network_candidates, trusted
 from .optimise import sub_progress
 from .outputs import input_fingerprint, write_outputs
+from .refine_config import RefineConfig
 from .validate import check_ct, check_inputs, check_landmarks_inside
 
 DEFAULT_MODEL = "lungdeepreg-popi-cpu"
@@ -77,6 +78,8 @@ class RegistrationOptions:
     fixed_is: str = "inhale"  # the phase of the fixed image, recorded in the outputs
     output_spacing_mm: float | None = 2.0  # None: the fixed image's own grid
     fine_spacing_mm: float | None = None  # a last refinement level at this spacing (mm)
+    similarity: str = "ngf"  # of the refinement: ngf | ncc | mind (refine_config.py)
+    similarity_weight: float | None = None  # None: the default weight of that similarity
     write_nifti: bool = False
     exclude_outside_landmarks: bool = False
     round_to_voxel: bool = False
@@ -217,7 +220,7 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
     if model is None and options.refine_iterations == 0:
         return  # --model none --refine-iterations 0: the affine pre-alignment alone
     starts = [Start(NO_NETWORK if model is not None else "affine", state.affine, None, None,
-                    refine_config(options.refine_iterations, False, options.fine_spacing_mm))]
+                    _schedule(options, after_network=False))]
     if model is not None:
         size = tuple(state.model_card["input"]["size_xyz"])
         with step("network", 0.2):
@@ -228,8 +231,7 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
             return
         network = best_candidate(candidates, ("affine", "identity"))
         starts.append(Start(network.start_name, network.start, network.field, network.grid,
-                            refine_config(options.refine_iterations, True,
-                                          options.fine_spacing_mm)))
+                            _schedule(options, after_network=True)))
         state.network_start["trusted"] = trusted(candidates, network)
     # the identity (no registration) is a candidate of the final comparison too
     baselines = [Start("identity, no registration", sitk.AffineTransform(3), None, None,
@@ -250,6 +252,11 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
                                        ngf_in_lung_after_coarse_levels=result.scores)
             state.network_start.update(kept=result.kept,
                                        ngf_in_lung_final=result.final_scores)
+
+
+def _schedule(options: RegistrationOptions, after_network: bool) -> RefineConfig:
+    return refine_config(options.refine_iterations, after_network, options.fine_spacing_mm,
+                         options.similarity, options.similarity_weight)
 
 
 def _keep(state: RegistrationState, result: NetworkResult) -> None:

@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..io.images import read_information
 from ..metrics.landmarks import check_inside
 from ..spatial import Grid
+from .refine_config import SIMILARITY_WEIGHTS
 
 # The pipeline works on a 3-level image pyramid (factor 4 between finest and coarsest) and
 # a U-Net with 3 resolution levels inside each: an axis of fewer than 24 voxels leaves the
@@ -74,6 +75,12 @@ def check_options(options) -> None:
     fine = options.fine_spacing_mm
     if fine is not None and not (math.isfinite(fine) and fine > 0):
         raise InputError("--fine-spacing", f"must be a spacing in mm above 0, got {fine}")
+    if options.similarity not in SIMILARITY_WEIGHTS:
+        raise InputError("--similarity", f"must be one of {', '.join(SIMILARITY_WEIGHTS)}, "
+                                         f"got {options.similarity!r}")
+    weight = options.similarity_weight
+    if weight is not None and not (math.isfinite(weight) and weight > 0):
+        raise InputError("--similarity-weight", f"must be above 0, got {weight}")
     if options.fixed_is not in PHASES:
         raise InputError("--fixed-is", f"must be inhale or exhale, got {options.fixed_is!r}")
 
