@@ -62,9 +62,10 @@ GRID = ([{"curvature": a, "volume": g, "t": 0.2} for a in (1.0, 10.0, 100.0)
         + [{"curvature": 10.0, "volume": 1.0, "t": t} for t in (0.1, 0.5)])
 
 
-def tuning_pairs(count: int) -> list[dict]:
-    """The pairs with everything the refinement needs, prepared once."""
-    ct = read_image(sample_path())
+def tuning_pairs(count: int, ct: sitk.Image | None = None) -> list[dict]:
+    """The pairs with everything the refinement needs, prepared once (of ``ct``, by default
+    the bundled POPI sample)."""
+    ct = read_image(sample_path()) if ct is None else ct
     pairs = []
     for index in range(count):
         truth = breathing_pair(ct, pair_seed(TUNING_SEED, index), (15.0, 30.0))

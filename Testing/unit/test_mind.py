@@ -66,3 +66,31 @@ def test_bad_inputs_are_refused():
         mind_ssc(torch.zeros(1, 2, 8, 8, 8))
     with pytest.raises(ValueError, match="dilation"):
         mind_ssc(torch.zeros(1, 1, 8, 8, 8), dilation=0)
+
+
+def test_similarity_choice_reaches_the_refinement_schedule():
+    """``register --similarity``/``--similarity-weight`` -> options -> the refinement's
+    config: MIND compares descriptors by MSE, NCC and NGF intensities; bad names refused."""
+    from LungDeepRegLib.cli import build_parser
+    from LungDeepRegLib.cli.register import options_from
+    from LungDeepRegLib.pipeline.crops import refine_config
+    from LungDeepRegLib.pipeline.refine_config import RefineConfig, with_similarity
+
+    args = build_parser().parse_args(["register", "--fixed", "f.nii", "--moving", "m.nii",
+                                      "--out", "o", "--similarity", "mind",
+                                      "--similarity-weight", "2.5"])
+    options = options_from(args)
+    assert (options.similarity, options.similarity_weight) == ("mind", 2.5)
+    config = refine_config(None, False, None, options.similarity, options.similarity_weight)
+    assert config.features == "mind"
+    assert (config.weights.ngf, config.weights.ncc, config.weights.mse) == (0.0, 0.0, 2.5)
+    assert refine_config(None, True).features == "intensity"
+    ncc = with_similarity(RefineConfig(), "ncc")
+    assert ncc.features == "intensity" and ncc.weights.ncc > 0 and ncc.weights.ngf == 0
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        with_similarity(RefineConfig(), "mutual-information")
+    with pytest.raises(ValueError, match="features must be one of"):
+        RefineConfig(features="gradients")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["register", "--fixed", "f", "--moving", "m", "--out", "o",
+                                   "--similarity", "mi"])
