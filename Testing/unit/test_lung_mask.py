@@ -134,3 +134,18 @@ def test_left_right_lungs_and_volume_helpers(popi):
     empty = sitk.Image(ct.GetSize(), sitk.sitkInt16) - 1000
     empty.CopyInformation(ct)
     assert lung_volume_ml(lung_labels(empty)) == 0.0
+
+
+@pytest.mark.parametrize("padding_hu", [-1024, -3024])
+def test_padding_slices_past_the_scan_do_not_join_the_lungs_to_the_outside(popi, padding_hu):
+    """A CT whose lungs reach its last slice, followed by slices of padding (no scan there,
+    as a resampled grid reaching past the CT gives): the lungs are found as without them."""
+    ct, _ = popi
+    depth = ct.GetSize()[2]
+    cut = ct[:, :, : depth - 12]  # the lungs now touch the last slice
+    reference = sitk.GetArrayFromImage(lung_labels(cut)) > 0
+    assert reference[-1].any(), "the test needs lungs on the last slice"
+    padded = sitk.ConstantPad(cut, [0, 0, 0], [0, 0, 2], padding_hu)
+    found = sitk.GetArrayFromImage(lung_labels(padded)) > 0
+    assert not found[-2:].any()
+    assert volume_error(found[:-2], reference) < 0.02

@@ -26,6 +26,11 @@ BODY_THRESHOLD_HU = -500.0
 AIR_REGION_THRESHOLD_HU = -300.0
 DEFAULT_AIR_HU = -1000.0
 ENCLOSED_FRACTION = 0.5
+# An axial slice at either end of the image with less than this share of body tissue holds
+# no scan (padding, or a resampled grid reaching past the CT). Left as air, such a slice
+# joins every lung that touches it to the outside air, and the lung mask came back empty
+# (the 2.5 mm POPI sample resampled to 5 mm slices with its last slice on the edge).
+BLANK_SLICE_BODY_SHARE = 0.005
 
 
 @dataclass
@@ -75,7 +80,7 @@ def find_air(working: sitk.Image, threshold: float) -> AirComponents:
     hu = sitk.GetArrayFromImage(working)
     axis = slice_axis(working)
     body = _largest_component(hu > BODY_THRESHOLD_HU)
-    labels, count = ndimage.label(hu < threshold)
+    labels, count = ndimage.label((hu < threshold) & ~_blank_end_slices(hu, axis))
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     inside = np.bincount(labels.ravel(), weights=_enclosed(body, axis).ravel(),
                          minlength=count + 1)
@@ -141,6 +146,22 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     return labels == int(np.argmax(sizes))
+
+
+def _blank_end_slices(hu: np.ndarray, axis: int) -> np.ndarray:
+    """Voxels of the axial slices at either end that hold (almost) no body tissue
+    (:data:`BLANK_SLICE_BODY_SHARE`), up to the first slice that does."""
+    tissue = np.moveaxis(hu > BODY_THRESHOLD_HU, axis, 0).reshape(hu.shape[axis], -1)
+    blank = tissue.mean(axis=1) < BLANK_SLICE_BODY_SHARE
+    ends = np.zeros_like(blank)
+    for order in (range(blank.size), reversed(range(blank.size))):
+        for index in order:
+            if not blank[index]:
+                break
+            ends[index] = True
+    shape = [1, 1, 1]
+    shape[axis] = blank.size
+    return np.broadcast_to(ends.reshape(shape), hu.shape)
 
 
 def _enclosed(body: np.ndarray, axis: int) -> np.ndarray:
