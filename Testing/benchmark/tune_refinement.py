@@ -18,15 +18,12 @@ import json
 import platform
 import shlex
 import sys
-from dataclasses import fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tune_loss_weights import TUNING_SEED, run_config, summarise, tuning_pairs
+from tune_loss_weights import TUNING_SEED, run_setting, summarise, tuning_pairs
 
 from LungDeepRegLib.device import configure_threads
-from LungDeepRegLib.losses import LossWeights
-from LungDeepRegLib.pipeline.refine_config import RefineConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS: list[dict] = [
@@ -34,14 +31,6 @@ SETTINGS: list[dict] = [
     {"iterations": (100, 60, 60)}, {"tolerance": 0.0}, {"learning_rate": 0.25},
     {"update_sigma": 0.5},
 ]
-
-
-def config_of(setting: dict) -> RefineConfig:
-    names = {item.name for item in fields(LossWeights)}
-    defaults = RefineConfig()
-    weights = {k: v for k, v in setting.items() if k in names}
-    others = {k: v for k, v in setting.items() if k not in names}
-    return replace(defaults, weights=replace(defaults.weights, **weights), **others)
 
 
 def main() -> None:
@@ -53,7 +42,7 @@ def main() -> None:
     pairs = tuning_pairs(args.pairs)
     rows = []
     for setting in SETTINGS:
-        measured = [run_config(config_of(setting), pair) for pair in pairs]
+        measured = [run_setting(setting, pair) for pair in pairs]
         rows.append({"setting": {k: list(v) if isinstance(v, tuple) else v
                                  for k, v in setting.items()} or "defaults",
                      "pairs": measured, "mean": summarise(measured)})

@@ -105,10 +105,9 @@ def crops_once(pair: PairImages, device: torch.device
             grid, fixed, moving, mask = crop_inputs(pair, transform, size, device)
             # no -1024 HU slab where the lungs touch the moving field of view (multistart),
             # and no similarity measured there
-            made[key] = CropInputs(grid, fixed,
-                                   border_extended(pair.moving, transform, grid, moving),
-                                   mask, moving_coverage(pair.moving, transform, grid)
-                                   .to(device))
+            covered = moving_coverage(pair.moving, transform, grid).to(device)
+            extended = border_extended(pair.moving, transform, grid, moving, covered)
+            made[key] = CropInputs(grid, fixed, extended, mask, covered)
         return made[key]
 
     return crop

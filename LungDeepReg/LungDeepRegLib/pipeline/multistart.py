@@ -203,15 +203,18 @@ def moving_coverage(moving: sitk.Image, transform: sitk.Transform, grid: Grid
 
 
 def border_extended(moving: sitk.Image, transform: sitk.Transform, grid: Grid,
-                    crop: torch.Tensor) -> torch.Tensor:
+                    crop: torch.Tensor, coverage: torch.Tensor | None = None) -> torch.Tensor:
     """``crop`` (``moving`` resampled onto ``grid`` through ``transform``, network
     intensities) with every voxel whose partner lies outside ``moving`` set to the nearest
     moving voxel's value instead of the -1024 HU fill (see the module docstring, cause 1).
 
     Inside the moving image the crop is unchanged (it is anti-aliased there; the border
     values are not, which matters little one voxel outside the field of view).
+    ``coverage`` (:func:`moving_coverage`, when the caller has it) saves computing it again.
     """
-    valid = moving_coverage(moving, transform, grid).to(crop.device)
+    if coverage is None:
+        coverage = moving_coverage(moving, transform, grid)
+    valid = coverage.to(crop.device)
     if bool(valid.all()):
         return crop
     resampler = sitk.ResampleImageFilter()
