@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
-import sys
 import tempfile
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import SimpleITK as sitk
+from provenance import header
 from tune_loss_weights import run_config, tuning_pairs
 
 from LungDeepRegLib.device import configure_threads
@@ -137,10 +134,7 @@ def main() -> None:
     means = {f"{f:g}": sum(r["tre"]["mean"] for r in rows if r["factor"] == f) / len(TUNING_PHASES)
              for f in factors}
     summary = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python " + shlex.join([f"Testing/benchmark/{Path(__file__).name}",
-                                            *sys.argv[1:]]),
-        "machine": f"{platform.machine()}, {args.threads} thread(s), {platform.platform()}",
+        **header(__file__, args.threads),
         "rows": rows, "mean_by_factor": means,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -156,10 +150,7 @@ def main_synthetic(args: argparse.Namespace) -> None:
     means = {f"{f:g}": sum(r["epe_mm"] for r in rows if r["factor"] == f) / args.pairs
              for f in factors}
     summary = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python " + shlex.join([f"Testing/benchmark/{Path(__file__).name}",
-                                            *sys.argv[1:]]),
-        "machine": f"{platform.machine()}, {args.threads} thread(s), {platform.platform()}",
+        **header(__file__, args.threads),
         "protocol": (f"synthetic tuning pairs of the bundled POPI sample resampled to "
                      f"{args.synthetic_slice_mm:g} mm slices, seeds pair_seed(31337, i); "
                      "optimisation alone; lung EPE on the 2 mm output grid"),

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
+from provenance import command_line
 
 try:
     import tomllib
@@ -173,8 +172,7 @@ def main() -> None:
              for role in ROLES if names[role]}
     methods = sorted({m for c in cases.values() for m in c})
     summary = {
-        "command": "python " + shlex.join([f"Testing/benchmark/{Path(__file__).name}",
-                                            *sys.argv[1:]]),
+        "command": command_line(__file__),
         "source_command": results["meta"]["command"], "source_date": results["meta"]["date"],
         "method": args.method, "baseline": args.baseline, "pairs": rows, "pooled": pools,
         "targets": verdicts([r for r in rows if r["role"] == "evaluation"],

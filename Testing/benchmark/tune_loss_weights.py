@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
-import sys
 import time
 from dataclasses import fields, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+from provenance import header
 
 from LungDeepRegLib.benchmarks.case import KnownField
 from LungDeepRegLib.benchmarks.runner import endpoint_error
@@ -156,11 +153,7 @@ def main() -> None:
     paper = next(row for row in rows if row["setting"] == PAPER)["mean"]["epe_mm"]
     best = next(row for row in rows if row["setting"] == chosen)["mean"]["epe_mm"]
     result = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python " + shlex.join([f"Testing/benchmark/{Path(__file__).name}",
-                                            *sys.argv[1:]]),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-                   f"{platform.platform()}",
+        **header(__file__, torch.get_num_threads()),
         "protocol": (f"{args.pairs} synthetic breathing pairs (15-30 mm) of the training CT "
                      f"(bundled POPI 2 mm sample), seeds pair_seed({TUNING_SEED}, i); "
                      "registration by instance optimisation alone from the affine "

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
-import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
+from provenance import header
 from tune_loss_weights import TUNING_SEED, run_setting, summarise, tuning_pairs
 
 from LungDeepRegLib.device import configure_threads
@@ -51,10 +48,7 @@ def main() -> None:
               f"folding {rows[-1]['mean']['folding_fraction']:.5f}, "
               f"{rows[-1]['mean']['seconds']:.1f} s", flush=True)
     result = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python " + shlex.join([f"Testing/benchmark/{Path(__file__).name}",
-                                            *sys.argv[1:]]),
-        "machine": f"{platform.machine()}, {args.threads} thread(s), {platform.platform()}",
+        **header(__file__, args.threads),
         "protocol": (f"{args.pairs} synthetic breathing pairs (15-30 mm) of the bundled POPI "
                      f"2 mm sample, seeds pair_seed({TUNING_SEED}, i): tuning data; "
                      "optimisation alone from the affine pre-alignment, NGF over the crop; "

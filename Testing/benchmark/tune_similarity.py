@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
-import sys
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import header
 from tune_loss_weights import TUNING_SEED, run_config, summarise, tuning_pairs
 
 from LungDeepRegLib.device import configure_threads
@@ -72,11 +69,7 @@ def main() -> None:
         print(f"{name} {weight:g} {domain}: EPE {rows[-1]['mean']['epe_mm']:.3f} mm ({epes}), "
               f"{rows[-1]['mean']['seconds']:.1f} s", flush=True)
     result = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python " + shlex.join([f"Testing/benchmark/{Path(__file__).name}",
-                                            *sys.argv[1:]]),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-                   f"{platform.platform()}",
+        **header(__file__, torch.get_num_threads()),
         "protocol": (f"{args.pairs} synthetic breathing pairs (15-30 mm) of the bundled POPI "
                      f"2 mm sample, seeds pair_seed({TUNING_SEED}, i): tuning data; "
                      "optimisation alone from the affine pre-alignment; lung EPE on the 2 mm "
