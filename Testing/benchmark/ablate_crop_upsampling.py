@@ -48,6 +48,12 @@ RESULTS = HERE / "results"
 TUNING_PHASES = ("50", "60")  # popi-light-00-50 and 00-60, the declared tuning pairs
 
 
+def set_factor(factor: float) -> None:
+    """The same upsampling on every axis, thick slices included (read by
+    ``crops.native_size`` at every call): 1 is the crop at the CT's own voxels."""
+    crops.MAX_UPSAMPLING = crops.THICK_SLICE_UPSAMPLING = factor
+
+
 def pair_inputs(phase: str) -> RegistrationInputs:
     points = SHARED / "popi" / "landmarks_lps"
     return RegistrationInputs(
@@ -58,7 +64,7 @@ def pair_inputs(phase: str) -> RegistrationInputs:
 
 
 def measure(factor: float, phase: str, options: RegistrationOptions) -> dict:
-    crops.MAX_UPSAMPLING = factor  # read by crops.native_size at every call
+    set_factor(factor)
     with tempfile.TemporaryDirectory() as out:
         result = register(pair_inputs(phase), Path(out), options)
     after = result.metrics["landmarks"]["after"]
@@ -87,7 +93,7 @@ def synthetic_rows(factors: list[float], slice_mm: float, count: int) -> list[di
     ct = thick_slices(slice_mm)
     rows = []
     for factor in factors:
-        crops.MAX_UPSAMPLING = factor
+        set_factor(factor)
         for index, pair in enumerate(tuning_pairs(count, ct)):
             measured = run_config(RefineConfig(), pair)
             rows.append({"pair": index, "factor": factor, "epe_mm": measured["epe_mm"],

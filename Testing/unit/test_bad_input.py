@@ -176,7 +176,8 @@ def test_unusable_devices_and_options_are_named():
            "--refine-iterations": {"refine_iterations": -1}, "--threads": {"threads": 0},
            "--output-spacing": {"output_spacing_mm": float("nan")},
            "--similarity": {"similarity": "mutual-information"},
-           "--similarity-weight": {"similarity": "mind", "similarity_weight": 0.0}}
+           "--similarity-weight": {"similarity": "mind", "similarity_weight": 0.0},
+           "--similarity-region": {"similarity_region": "body"}}
     for option, values in bad.items():
         with pytest.raises(InputError) as refused:
             register(inputs, Path("never-created"), RegistrationOptions(**values))

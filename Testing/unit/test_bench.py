@@ -92,6 +92,8 @@ def test_methods_by_name_with_the_initial_state_first():
     assert methods[1].folder == "lungdeepreg-opt_mind_3"
     assert parse_methods("lungdeepreg@ngf@fine=2")[1].register_args == (
         "--similarity", "ngf", "--fine-spacing", "2")
+    assert parse_methods("lungdeepreg@lung")[1].register_args == (
+        "--similarity-region", "lung")
     with pytest.raises(InputError, match="does not refine"):
         parse_methods("lungdeepreg-net@mind")
     with pytest.raises(InputError, match="unknown modifier"):

@@ -94,3 +94,11 @@ def test_similarity_choice_reaches_the_refinement_schedule():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["register", "--fixed", "f", "--moving", "m", "--out", "o",
                                    "--similarity", "mi"])
+    # where it is measured: the whole crop by default, the lung mask on request
+    lung = options_from(build_parser().parse_args(
+        ["register", "--fixed", "f", "--moving", "m", "--out", "o",
+         "--similarity-region", "lung"]))
+    assert not refine_config(None, False).use_mask
+    assert refine_config(None, False, None, "ngf", None, lung.similarity_region).use_mask
+    with pytest.raises(ValueError, match="similarity region"):
+        with_similarity(RefineConfig(), "ngf", region="body")

@@ -7,6 +7,7 @@ level that, in the pipeline, sits near the fixed CT's native resolution.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
@@ -134,7 +135,25 @@ def test_refinement_crop_is_never_finer_than_the_ct_allows(ct, monkeypatch):
     extent = [sp * (n - 1) for sp, n in zip(crop.spacing, crop.size, strict=True)]
     for factor in (MAX_UPSAMPLING, 2.0):
         monkeypatch.setattr(crops, "MAX_UPSAMPLING", factor)
+        monkeypatch.setattr(crops, "THICK_SLICE_UPSAMPLING", factor)
         made = native_size(image, labels, size)
         for voxels, length, spacing in zip(made, extent, image.GetSpacing(), strict=True):
             assert length / spacing * factor <= voxels - 1 <= length / spacing * factor + 1
     assert native_size(image, labels, (16, 12, 16)) == (16, 12, 16)
+
+
+def test_thick_slices_get_a_finer_crop_along_the_slices_only():
+    """0.8x0.8x5 mm: the crop may be 2x finer than the slices (2.5 mm) but never finer
+    than the in-plane pixels; 5x5x6 mm (near-isotropic) keeps its own voxels."""
+    def made(spacing: tuple[float, float, float]) -> np.ndarray:
+        image = sitk.Image([200, 200, 60], sitk.sitkInt16)
+        image.SetSpacing(spacing)
+        lungs = sitk.Image([200, 200, 60], sitk.sitkUInt8)
+        lungs.CopyInformation(image)
+        lungs[20:180, 30:170, 5:55] = 1
+        size = np.asarray(native_size(image, lungs, (400, 400, 400)))
+        extent = np.asarray(lung_crop_grid(image, lungs, size=(9, 9, 9)).spacing) * 8
+        return extent / (size - 1)  # the crop's spacing (x, y, z)
+
+    np.testing.assert_allclose(made((0.8, 0.8, 5.0)), (0.8, 0.8, 2.5), rtol=0.02)
+    np.testing.assert_allclose(made((5.0, 5.0, 6.0)), (5.0, 5.0, 6.0), rtol=0.02)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..pipeline.refine_config import SIMILARITY_WEIGHTS
+from ..pipeline.refine_config import REGIONS, SIMILARITY_WEIGHTS
 from ..spatial import Grid
 from . import elastix
 
@@ -61,7 +61,9 @@ def parse_methods(text: str) -> list[Method]:
     side by side in one run. A LungDeepReg method that refines takes modifiers after ``@``:
     a similarity with an optional weight (``lungdeepreg-opt@mind``, ``lungdeepreg@ncc=2``:
     ``register --similarity ncc --similarity-weight 2``) and a fine level
-    (``lungdeepreg@fine=2``: ``--fine-spacing 2``), e.g. ``lungdeepreg-opt@mind@fine=2``.
+    (``lungdeepreg@fine=2``: ``--fine-spacing 2``) and the region the similarity is
+    measured over (``lungdeepreg@lung``: ``--similarity-region lung``), e.g.
+    ``lungdeepreg-opt@mind@fine=2``.
     """
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if _base(name) not in METHODS]
@@ -98,9 +100,12 @@ def _modifier_args(modifier: str, name: str) -> tuple[tuple[str, ...], str]:
         if not value:
             raise InputError("--methods", f"{name}: '@fine' needs a spacing, e.g. @fine=2")
         return ("--fine-spacing", value), f"fine level {value} mm"
+    if key in REGIONS and not value:
+        return ("--similarity-region", key), f"similarity over the {key}"
     if key not in SIMILARITY_WEIGHTS:
         raise InputError("--methods", f"unknown modifier {key!r} in {name}; choose a "
-                                      f"similarity ({', '.join(SIMILARITY_WEIGHTS)}) or fine")
+                                      f"similarity ({', '.join(SIMILARITY_WEIGHTS)}), a region "
+                                      f"({', '.join(REGIONS)}) or fine")
     weighted = ("--similarity-weight", value) if value else ()
     return ("--similarity", key, *weighted), \
         f"similarity {key}" + (f" weighted {value}" if value else "")

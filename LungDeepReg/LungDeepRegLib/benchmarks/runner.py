@@ -191,7 +191,7 @@ def endpoint_error(field: torch.Tensor, grid: Grid, known: KnownField,
     mask = sitk.Resample(lungs, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
                          sitk.sitkUInt8)
     inside = image_to_tensor(mask)[0][0, 0] > 0
-    error = (estimate - known.field.double()).norm(dim=1)[0][inside].numpy()
+    error = (estimate - known.field.double()).square().sum(dim=1).sqrt()[0][inside].numpy()
     if error.size == 0:
         return {"mean": float("nan"), "p95": float("nan"), "max": float("nan"), "voxels": 0}
     return {"mean": float(error.mean()), "p95": float(np.percentile(error, 95)),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..io.landmarks import LANDMARK_FORMATS
 from ..mrml.job import format_progress
-from ..pipeline.refine_config import SIMILARITY_WEIGHTS
+from ..pipeline.refine_config import REGIONS, SIMILARITY_WEIGHTS
 from ..pipeline.register import (
     Cancelled,
     RegistrationInputs,
@@ -59,6 +59,10 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--similarity-weight", type=float, default=None, metavar="W",
                         help="weight of that similarity against the regularisers "
                              "(default: the tuned one)")
+    parser.add_argument("--similarity-region", choices=REGIONS, default="crop",
+                        help="where the similarity is measured: crop (the lungs with a "
+                             "10 mm margin and the mediastinum, the default) or lung (the "
+                             "fixed lung mask only, as in Hering et al. 2021)")
     parser.add_argument("--nifti", action="store_true", help="also write field.nii.gz")
     parser.add_argument("--round-to-voxel", action="store_true",
                         help="DIR-Lab TRE protocol: snap mapped landmarks to the voxel grid")
@@ -97,6 +101,7 @@ def options_from(args: argparse.Namespace) -> RegistrationOptions:
         fixed_is=args.fixed_is, output_spacing_mm=args.output_spacing or None,
         fine_spacing_mm=args.fine_spacing, similarity=args.similarity,
         similarity_weight=args.similarity_weight,
+        similarity_region=args.similarity_region,
         write_nifti=args.nifti, exclude_outside_landmarks=args.exclude_outside,
         round_to_voxel=args.round_to_voxel, report=not args.no_report)
 

@@ -80,9 +80,16 @@ def ngf_edge_parameter(fixed: torch.Tensor, warped: torch.Tensor, grid: Grid) ->
 
 
 def _edge_from_gradients(grad_f: torch.Tensor, grad_m: torch.Tensor) -> torch.Tensor:
-    mean_f = grad_f.detach().norm(dim=2).flatten(1).mean(1)
-    mean_m = grad_m.detach().norm(dim=2).flatten(1).mean(1)
+    mean_f = _magnitude(grad_f.detach()).flatten(1).mean(1)
+    mean_m = _magnitude(grad_m.detach()).flatten(1).mean(1)
     return 0.5 * (mean_f + mean_m)
+
+
+def _magnitude(gradient: torch.Tensor) -> torch.Tensor:
+    """``|gradient|`` over dim 2 of ``(N, C, 3, z, y, x)``: square, sum, root, because
+    ``Tensor.norm(dim=2)`` reduces over that strided axis 25x slower on the CPU (1.05 s
+    against 0.04 s at 192x160x192)."""
+    return gradient.square().sum(dim=2).sqrt()
 
 
 def ngf_distance(

@@ -91,7 +91,7 @@ def jacobian_report(inputs: EvaluationInputs) -> dict:
     """Folding and SD of log-Jacobian inside the lung mask (given, or computed)."""
     det = inputs.jacobian
     if det is None:
-        det = jacobian_determinant(inputs.field.double(), inputs.field_grid)
+        det = jacobian_determinant(inputs.field.float(), inputs.field_grid)  # as outputs.py
     mask_image, region = inputs.mask, inputs.mask_region
     if mask_image is None and inputs.fixed_image is not None:
         mask_image, region = lung_mask(inputs.fixed_image), "lung mask (automatic)"

@@ -20,6 +20,9 @@ FEATURES = ("intensity", "mind")
 #: the tuned curvature and volume weights: NGF (the paper's), local NCC on intensities, and
 #: the mean squared difference of MIND-SSC descriptors (ConvexAdam's).
 SIMILARITY_WEIGHTS = {"ngf": 1.0, "ncc": 1.0, "mind": 1.0}
+#: Where the similarity is measured (``--similarity-region``): the whole lung crop (the
+#: default, :attr:`RefineConfig.use_mask` False) or the fixed lung mask only (the paper's).
+REGIONS = ("crop", "lung")
 
 
 @dataclass(frozen=True)
@@ -41,14 +44,15 @@ class RefineConfig:
         tolerance, window: a level stops when the best loss of the last ``window`` steps is
             less than ``tolerance`` (relative) below the best loss before them.
         use_mask: restrict the similarity to the fixed lung mask when one is given (as in
-            the paper). Off by default: over the whole lung crop (lungs + 10 mm, the
-            mediastinum between them) the lung boundary and the vessels near it take part,
-            and on the tuning data the mean lung EPE went 0.400 -> 0.353 mm (four synthetic
-            pairs, every pair better) and the POPI light tuning pairs 1.85 -> 1.76 and
-            1.91 -> 1.85 mm mean TRE (p95 4.38 -> 2.90 and 4.33 -> 3.36 mm); the two POPI
-            landmarks 47-55 mm outside the lungs, which hardly move, were mapped worse
-            (5.6 -> 6.0 and 5.3 -> 7.3 mm): nothing there slides apart from the lung
-            (Testing/benchmark/results/refinement_ablation.md, section 3).
+            the paper; ``--similarity-region lung``). Off by default: over the whole lung
+            crop (lungs + 10 mm, the mediastinum between them) the lung boundary and the
+            vessels near it take part, and on the tuning data the mean lung EPE went
+            0.400 -> 0.353 mm (four synthetic pairs, every pair better) and the POPI light
+            tuning pairs 1.85 -> 1.76 and 1.91 -> 1.85 mm mean TRE (p95 4.38 -> 2.90 and
+            4.33 -> 3.36 mm); the two POPI landmarks 47-55 mm outside the lungs, which
+            hardly move, were mapped worse (5.6 -> 6.0 and 5.3 -> 7.3 mm) until the field
+            outside the crop followed the body (:func:`.fields.toward_body`)
+            (Testing/benchmark/results/refinement_ablation.md, sections 3 and 4).
         fine_spacing_mm: when set, one more level after the pyramid, on the crop grid itself
             with about this spacing (never finer than the fixed image, at most
             ``fine_max_voxels`` voxels): the fixed image's native detail inside the lungs.
@@ -114,12 +118,16 @@ class RefineConfig:
         return tuple(int(max(n, s)) for n, s in zip(size, self.size, strict=True))
 
 
-def with_similarity(config: RefineConfig, name: str, weight: float | None = None
-                    ) -> RefineConfig:
+def with_similarity(config: RefineConfig, name: str, weight: float | None = None,
+                    region: str = "crop") -> RefineConfig:
     """``config`` with ``name`` (a key of :data:`SIMILARITY_WEIGHTS`) as its only
-    similarity term, weighted ``weight`` (default: the table's)."""
+    similarity term, weighted ``weight`` (default: the table's), measured over ``region``
+    (one of :data:`REGIONS`)."""
     if name not in SIMILARITY_WEIGHTS:
         raise ValueError(f"similarity must be one of {tuple(SIMILARITY_WEIGHTS)}, got {name!r}")
+    if region not in REGIONS:
+        raise ValueError(f"similarity region must be one of {REGIONS}, got {region!r}")
+    config = replace(config, use_mask=region == "lung")
     weight = SIMILARITY_WEIGHTS[name] if weight is None else weight
     if name == "mind":
         return replace(config, features="mind",

@@ -28,7 +28,7 @@ from ..io.lobes import read_lobes
 from ..io.transforms import field_transform
 from ..models.store import load_model, model_names
 from ..spatial import Grid
-from .affine import affine_prealign
+from .affine import affine_prealign, body_prealign
 from .checks import (
     SelfChecks,
     checked_lungs,
@@ -39,7 +39,7 @@ from .checks import (
     volume_ratio_check,
 )
 from .crops import crop_inputs, crops_once, refine_config
-from .fields import compose_with_affine, extend_field, output_grid
+from .fields import compose_with_affine, extend_field, output_grid, toward_body
 from .multistart import Start, refine_from_best_start
 from .network import NO_NETWORK, NetworkResult, best_candidate, network_candidates, trusted
 from .optimise import sub_progress
@@ -80,6 +80,7 @@ class RegistrationOptions:
     fine_spacing_mm: float | None = None  # a last refinement level at this spacing (mm)
     similarity: str = "ngf"  # of the refinement: ngf | ncc | mind (refine_config.py)
     similarity_weight: float | None = None  # None: the default weight of that similarity
+    similarity_region: str = "crop"  # where it is measured: crop | lung (refine_config.py)
     write_nifti: bool = False
     exclude_outside_landmarks: bool = False
     round_to_voxel: bool = False
@@ -106,6 +107,7 @@ class RegistrationState:
     """Intermediate results, kept for the outputs and the report."""
 
     affine: sitk.AffineTransform | None = None
+    body: sitk.AffineTransform | None = None  # rigid motion of the body outside the lungs
     deformable: torch.Tensor | None = None  # on ``crop``, before the affine part
     crop: Grid | None = None
     field: torch.Tensor | None = None  # total field on ``grid``
@@ -180,6 +182,7 @@ def estimate_field(pair: PreparedPair, options: RegistrationOptions,
     step = StepTimer(state, progress, should_stop)
     with step("affine pre-alignment", 0.05):
         state.affine = affine_prealign(pair.fixed, pair.moving, pair.fixed_lungs)
+        state.body = body_prealign(pair.fixed, pair.moving, pair.fixed_lungs, state.affine)
         if pair.sources is not None:  # stop before the heavy work when nothing overlaps
             coverage_check(pair.fixed_lungs, pair.moving, state.affine, pair.sources[1],
                            pair.checks, pair.moving_lungs, pair.fixed)
@@ -199,6 +202,9 @@ def estimate_field(pair: PreparedPair, options: RegistrationOptions,
         else:
             extended = extend_field(state.deformable, state.crop, state.grid)
         state.field = compose_with_affine(extended, state.grid, state.affine)
+        if state.deformable is not None:  # the lungs' motion is not the chest wall's
+            body = compose_with_affine(torch.zeros_like(extended), state.grid, state.body)
+            state.field = toward_body(state.field, body, state.crop, state.grid)
     with step("self-checks", 0.92):
         deformed = None if state.deformable is None else field_transform(state.field, state.grid)
         images = (pair.fixed, pair.moving, pair.fixed_lungs)
@@ -256,7 +262,8 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
 
 def _schedule(options: RegistrationOptions, after_network: bool) -> RefineConfig:
     return refine_config(options.refine_iterations, after_network, options.fine_spacing_mm,
-                         options.similarity, options.similarity_weight)
+                         options.similarity, options.similarity_weight,
+                         options.similarity_region)
 
 
 def _keep(state: RegistrationState, result: NetworkResult) -> None:

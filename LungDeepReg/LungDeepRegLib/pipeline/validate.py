@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..io.images import read_information
 from ..metrics.landmarks import check_inside
 from ..spatial import Grid
-from .refine_config import SIMILARITY_WEIGHTS
+from .refine_config import REGIONS, SIMILARITY_WEIGHTS
 
 # The pipeline works on a 3-level image pyramid (factor 4 between finest and coarsest) and
 # a U-Net with 3 resolution levels inside each: an axis of fewer than 24 voxels leaves the
@@ -78,6 +78,9 @@ def check_options(options) -> None:
     if options.similarity not in SIMILARITY_WEIGHTS:
         raise InputError("--similarity", f"must be one of {', '.join(SIMILARITY_WEIGHTS)}, "
                                          f"got {options.similarity!r}")
+    if options.similarity_region not in REGIONS:
+        raise InputError("--similarity-region", f"must be one of {', '.join(REGIONS)}, "
+                                                f"got {options.similarity_region!r}")
     weight = options.similarity_weight
     if weight is not None and not (math.isfinite(weight) and weight > 0):
         raise InputError("--similarity-weight", f"must be above 0, got {weight}")

@@ -104,12 +104,14 @@ def normalize_ct(hu: torch.Tensor) -> torch.Tensor:
 def _box_in_ct_index(ct: sitk.Image, mask: sitk.Image
                      ) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
     """Bounding box (voxel edges) of the mask, as continuous CT indices (x, y, z)."""
-    array = sitk.GetArrayViewFromImage(mask)
-    nonzero = np.nonzero(array)
-    if nonzero[0].size == 0:
+    array = sitk.GetArrayViewFromImage(mask) != 0
+    # per-axis projections, not np.nonzero: 20x cheaper on a 512x512x141 mask, and the
+    # crop of every start asks for this box again
+    occupied = [np.flatnonzero(array.any(axis=other)) for other in ((0, 1), (0, 2), (1, 2))]
+    if occupied[0].size == 0:
         return None, None
-    low = np.array([n.min() for n in nonzero[::-1]], dtype=np.float64) - 0.5
-    high = np.array([n.max() for n in nonzero[::-1]], dtype=np.float64) + 0.5
+    low = np.array([o[0] for o in occupied], dtype=np.float64) - 0.5
+    high = np.array([o[-1] for o in occupied], dtype=np.float64) + 0.5
     # the 8 corners of the box, through physical space into the CT's index space: this
     # holds for a mask on another grid (other spacing, origin or direction) too
     corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1])
