@@ -8,7 +8,7 @@ import torch
 
 from LungDeepRegLib.io.images import read_image
 from LungDeepRegLib.pipeline.affine import affine_prealign, body_prealign
-from LungDeepRegLib.pipeline.fields import BODY_TAPER_MM, toward_body
+from LungDeepRegLib.pipeline.fields import BODY_TAPER_MM, LUNG_MARGIN_MM, toward_body
 from LungDeepRegLib.preprocess import lung_labels
 from LungDeepRegLib.spatial import Grid
 
@@ -24,6 +24,25 @@ def test_inside_the_crop_the_field_stays_and_far_outside_it_is_the_body():
     weight = np.exp(-0.5 * 3 * 20.0 ** 2 / BODY_TAPER_MM ** 2)
     expected = np.array([0.5, 0.0, -0.5]) + weight * np.array([0.5, -2.0, 8.5])
     np.testing.assert_allclose(blended[0, :, 0, 0, 0].numpy(), expected, atol=1e-6)
+
+
+def test_inside_the_crop_box_but_far_from_the_lungs_the_body_moves():
+    """The crop box's corners (shoulders, abdomen) lie far from the lungs: with the lung
+    mask the lungs' motion holds within LUNG_MARGIN_MM of them and fades beyond."""
+    target = Grid((40, 40, 40), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    crop = target  # the box holds everything
+    lungs = sitk.Image([40, 40, 40], sitk.sitkUInt8)
+    lungs.SetSpacing((2.0, 2.0, 2.0))
+    lungs[15:25, 15:25, 15:25] = 1
+    moving = torch.tensor([0.0, 0.0, 10.0]).view(1, 3, 1, 1, 1).expand(1, 3, 40, 40, 40)
+    body = torch.zeros_like(moving)
+    blended = toward_body(moving, body, crop, target, lungs=lungs)
+    assert float(blended[0, 2, 20, 20, 20]) == 10.0  # in the lungs
+    near = 1 + int(LUNG_MARGIN_MM // 4)  # voxel 24 + this: within the margin
+    assert float(blended[0, 2, 20, 20, 24 + near]) > 9.0
+    assert float(blended[0, 2, 2, 2, 2]) < 0.1  # a corner, 45 mm away: under 1 % of it
+    np.testing.assert_array_equal(toward_body(moving, body, crop, target).numpy(),
+                                  moving.numpy())  # the crop box alone: all lung motion
 
 
 def _shifted(image: sitk.Image, shift_mm: tuple[float, float, float]) -> sitk.Image:

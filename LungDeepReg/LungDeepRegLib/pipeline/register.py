@@ -204,7 +204,8 @@ def estimate_field(pair: PreparedPair, options: RegistrationOptions,
         state.field = compose_with_affine(extended, state.grid, state.affine)
         if state.deformable is not None:  # the lungs' motion is not the chest wall's
             body = compose_with_affine(torch.zeros_like(extended), state.grid, state.body)
-            state.field = toward_body(state.field, body, state.crop, state.grid)
+            state.field = toward_body(state.field, body, state.crop, state.grid,
+                                      lungs=pair.fixed_lungs)
     with step("self-checks", 0.92):
         deformed = None if state.deformable is None else field_transform(state.field, state.grid)
         images = (pair.fixed, pair.moving, pair.fixed_lungs)
