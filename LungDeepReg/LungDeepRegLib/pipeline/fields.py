@@ -140,18 +140,25 @@ def compose_with_affine(deformable: torch.Tensor, grid: Grid,
     """
     if transform is None:
         return deformable
+    # u_total = A u + ((A - I) x + b)
+    a = torch.as_tensor(affine_matrix(transform)[0], dtype=deformable.dtype,
+                        device=deformable.device)
+    total = torch.einsum("ij,njzyx->nizyx", a, deformable)
+    return total + affine_field(grid, transform).to(deformable)
+
+
+def affine_field(grid: Grid, transform: sitk.AffineTransform) -> torch.Tensor:
+    """``(1, 3, z, y, x)`` displacement ``(A - I) x + b`` of ``transform`` on ``grid``.
+
+    Affine in the voxel index, so it is summed from one vector per axis instead of a
+    float64 point per voxel (1.6 s -> 0.3 s on a 251x251x141 grid).
+    """
     matrix, offset = affine_matrix(transform)
-    # u_total = A u + (A - I) x + b; the second part is affine in the voxel index, so it is
-    # summed from one vector per axis instead of a float64 point per voxel (1.6 s -> 0.3 s
-    # on a 251x251x141 grid)
-    to_index = grid.index_to_physical_matrix
-    linear = (matrix - np.eye(3)) @ to_index  # mm per voxel index step
+    linear = (matrix - np.eye(3)) @ grid.index_to_physical_matrix  # mm per index step
     constant = (matrix - np.eye(3)) @ np.asarray(grid.origin) + offset
     z, y, x = (torch.arange(n, dtype=torch.float64) for n in grid.shape)
-    affine_part = torch.as_tensor(constant)[:, None, None, None] \
-        + torch.as_tensor(linear[:, 0])[:, None, None, None] * x[None, None, None, :] \
-        + torch.as_tensor(linear[:, 1])[:, None, None, None] * y[None, None, :, None] \
-        + torch.as_tensor(linear[:, 2])[:, None, None, None] * z[None, :, None, None]
-    a = torch.as_tensor(matrix, dtype=deformable.dtype, device=deformable.device)
-    total = torch.einsum("ij,njzyx->nizyx", a, deformable)
-    return total + affine_part.to(deformable)[None]
+    column = lambda values: torch.as_tensor(values)[:, None, None, None]  # noqa: E731
+    field = column(constant) + column(linear[:, 0]) * x[None, None, None, :] \
+        + column(linear[:, 1]) * y[None, None, :, None] \
+        + column(linear[:, 2]) * z[None, :, None, None]
+    return field[None].float()

@@ -39,7 +39,13 @@ from .checks import (
     volume_ratio_check,
 )
 from .crops import crop_inputs, crops_once, refine_config
-from .fields import compose_with_affine, extend_field, output_grid, toward_body
+from .fields import (
+    affine_field,
+    compose_with_affine,
+    extend_field,
+    output_grid,
+    toward_body,
+)
 from .multistart import Start, refine_from_best_start
 from .network import NO_NETWORK, NetworkResult, best_candidate, network_candidates, trusted
 from .optimise import sub_progress
@@ -203,7 +209,7 @@ def estimate_field(pair: PreparedPair, options: RegistrationOptions,
             extended = extend_field(state.deformable, state.crop, state.grid)
         state.field = compose_with_affine(extended, state.grid, state.affine)
         if state.deformable is not None:  # the lungs' motion is not the chest wall's
-            body = compose_with_affine(torch.zeros_like(extended), state.grid, state.body)
+            body = affine_field(state.grid, state.body).to(state.field)
             state.field = toward_body(state.field, body, state.crop, state.grid,
                                       lungs=pair.fixed_lungs)
     with step("self-checks", 0.92):
