@@ -113,7 +113,6 @@ class RegistrationState:
     """Intermediate results, kept for the outputs and the report."""
 
     affine: sitk.AffineTransform | None = None
-    body: sitk.AffineTransform | None = None  # rigid motion of the body outside the lungs
     deformable: torch.Tensor | None = None  # on ``crop``, before the affine part
     crop: Grid | None = None
     field: torch.Tensor | None = None  # total field on ``grid``
@@ -188,7 +187,6 @@ def estimate_field(pair: PreparedPair, options: RegistrationOptions,
     step = StepTimer(state, progress, should_stop)
     with step("affine pre-alignment", 0.05):
         state.affine = affine_prealign(pair.fixed, pair.moving, pair.fixed_lungs)
-        state.body = body_prealign(pair.fixed, pair.moving, pair.fixed_lungs, state.affine)
         if pair.sources is not None:  # stop before the heavy work when nothing overlaps
             coverage_check(pair.fixed_lungs, pair.moving, state.affine, pair.sources[1],
                            pair.checks, pair.moving_lungs, pair.fixed)
@@ -209,7 +207,8 @@ def estimate_field(pair: PreparedPair, options: RegistrationOptions,
             extended = extend_field(state.deformable, state.crop, state.grid)
         state.field = compose_with_affine(extended, state.grid, state.affine)
         if state.deformable is not None:  # the lungs' motion is not the chest wall's
-            body = affine_field(state.grid, state.body).to(state.field)
+            rigid = body_prealign(pair.fixed, pair.moving, pair.fixed_lungs, pre_alignment)
+            body = affine_field(state.grid, rigid).to(state.field)
             state.field = toward_body(state.field, body, state.crop, state.grid,
                                       lungs=pair.fixed_lungs)
     with step("self-checks", 0.92):
