@@ -15,8 +15,14 @@ from test_refine import one_thread  # noqa: F401  (autouse: one intra-op thread,
 
 from LungDeepRegLib.data import random_smooth_field
 from LungDeepRegLib.io.images import read_image
+from LungDeepRegLib.losses import TUNED_WEIGHTS
 from LungDeepRegLib.pipeline import crops
-from LungDeepRegLib.pipeline.crops import MAX_UPSAMPLING, native_size
+from LungDeepRegLib.pipeline.crops import (
+    MAX_UPSAMPLING,
+    THICK_SLICE_VOLUME_WEIGHT,
+    native_size,
+    refine_config,
+)
 from LungDeepRegLib.pipeline.multistart import (
     REFINED,
     Start,
@@ -157,3 +163,19 @@ def test_thick_slices_get_a_finer_crop_along_the_slices_only():
 
     np.testing.assert_allclose(made((0.8, 0.8, 5.0)), (0.8, 0.8, 2.5), rtol=0.02)
     np.testing.assert_allclose(made((5.0, 5.0, 6.0)), (5.0, 5.0, 6.0), rtol=0.02)
+
+
+def test_thick_slices_get_the_lighter_volume_weight_in_every_schedule():
+    """0.8x0.8x5 mm and POPI's 0.98x0.98x2 mm count as thick slices (gamma 1, from
+    identity and after a network); 5x5x6 and 2x2x2.5 mm keep the tuned gamma 3, and so
+    does a caller that does not give the spacing."""
+    for after_network in (False, True):
+        thick = refine_config(None, after_network, fixed_spacing=(0.8, 0.8, 5.0))
+        assert thick.weights.volume == THICK_SLICE_VOLUME_WEIGHT
+        assert refine_config(None, after_network, fixed_spacing=(0.977, 0.977, 2.0)
+                             ).weights.volume == THICK_SLICE_VOLUME_WEIGHT
+        for spacing in ((5.0, 5.0, 6.0), (2.0, 2.0, 2.5), None):
+            config = refine_config(None, after_network, fixed_spacing=spacing)
+            assert config.weights.volume == TUNED_WEIGHTS.volume
+            assert config.weights.curvature == thick.weights.curvature
+    assert TUNED_WEIGHTS.volume > THICK_SLICE_VOLUME_WEIGHT

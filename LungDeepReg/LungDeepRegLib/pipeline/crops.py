@@ -46,6 +46,15 @@ MAX_UPSAMPLING = 1.0
 #: (POPI light, 5x5x6 mm) is unchanged: there 2x gave no gain for 4x the time.
 THICK_SLICE_UPSAMPLING = 2.0
 THICK_SLICE_RATIO = 2.0
+#: The volume change weight (gamma) on CTs with thick slices instead of the tuned 3: their
+#: images pull less along the slices, and the volume term held the compression of the
+#: lungs back. Synthetic tuning pairs with 5 mm slices (seeds pair_seed(31337, 0..3)):
+#: mean lung EPE 0.497 (gamma 3), 0.402 (1), 0.397 (0.5), 0.407 (0.3) mm, every pair better
+#: at 1, no folding (Testing/benchmark/results/refinement_tuning_volume_slices.json). Not
+#: on near-isotropic CTs: on the 2 mm pairs 1 was better too (0.353 -> 0.332 mm), but on
+#: the real POPI light tuning pairs (5x5x6 mm) worse, 1.54 / 1.58 -> 1.55 / 1.62 mm mean
+#: TRE (refinement_ablation.md, section 4e).
+THICK_SLICE_VOLUME_WEIGHT = 1.0
 
 
 def finest_crop_spacing(spacing: tuple[float, ...]) -> np.ndarray:
@@ -56,6 +65,13 @@ def finest_crop_spacing(spacing: tuple[float, ...]) -> np.ndarray:
     thick = spacing >= THICK_SLICE_RATIO * spacing.min()
     return spacing / np.where(thick, max(THICK_SLICE_UPSAMPLING, MAX_UPSAMPLING),
                               MAX_UPSAMPLING)
+
+
+def has_thick_slices(spacing: tuple[float, ...]) -> bool:
+    """Whether some axis of a CT of ``spacing`` is at least :data:`THICK_SLICE_RATIO` times
+    coarser than its finest."""
+    spacing = np.asarray(spacing, dtype=float)
+    return bool(spacing.max() >= THICK_SLICE_RATIO * spacing.min())
 
 
 def native_size(fixed: sitk.Image, lungs: sitk.Image, size: tuple[int, int, int],
@@ -90,13 +106,14 @@ def crop_inputs(pair: PairImages, affine: sitk.Transform, size: tuple[int, int, 
 
 def refine_config(iterations: int | None, after_network: bool,
                   fine_spacing_mm: float | None = None, similarity: str = "ngf",
-                  similarity_weight: float | None = None, region: str = "crop"
-                  ) -> RefineConfig:
+                  similarity_weight: float | None = None, region: str = "crop",
+                  fixed_spacing: tuple[float, ...] | None = None) -> RefineConfig:
     """The tuned schedule (from identity, or after a network), with the fine level at
     ``fine_spacing_mm`` on CTs finer than the 96x80x96 level when asked for;
     ``iterations`` caps every level's steps (the fine level's too); ``similarity`` (and
     its weight) as :func:`.refine_config.with_similarity`, measured over ``region``
-    (:data:`.refine_config.REGIONS`).
+    (:data:`.refine_config.REGIONS`). A fixed image of ``fixed_spacing`` with thick slices
+    gets :data:`THICK_SLICE_VOLUME_WEIGHT`.
 
     The fine level is off by default: on the tuning pairs (synthetic full-resolution POPI
     00, seeds pair_seed(31337, 0..1)) 2 mm gave 0.28 -> 0.22 and 0.24 -> 0.21 mm mean
@@ -105,6 +122,9 @@ def refine_config(iterations: int | None, after_network: bool,
     (Testing/benchmark/results/refinement_ablation.md, register_large.md).
     """
     config = RefineConfig.after_network() if after_network else RefineConfig()
+    if fixed_spacing is not None and has_thick_slices(fixed_spacing):
+        config = dataclasses.replace(config, weights=dataclasses.replace(
+            config.weights, volume=THICK_SLICE_VOLUME_WEIGHT))
     config = with_similarity(config, similarity, similarity_weight, region)
     if fine_spacing_mm is not None:
         config = dataclasses.replace(config, fine_spacing_mm=fine_spacing_mm)

@@ -232,7 +232,7 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
     if model is None and options.refine_iterations == 0:
         return  # --model none --refine-iterations 0: the affine pre-alignment alone
     starts = [Start(NO_NETWORK if model is not None else "affine", state.affine, None, None,
-                    _schedule(options, after_network=False))]
+                    _schedule(options, pair, after_network=False))]
     if model is not None:
         size = tuple(state.model_card["input"]["size_xyz"])
         with step("network", 0.2):
@@ -243,7 +243,7 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
             return
         network = best_candidate(candidates, ("affine", "identity"))
         starts.append(Start(network.start_name, network.start, network.field, network.grid,
-                            _schedule(options, after_network=True)))
+                            _schedule(options, pair, after_network=True)))
         state.network_start["trusted"] = trusted(candidates, network)
     # the identity (no registration) is a candidate of the final comparison too
     baselines = [Start("identity, no registration", sitk.AffineTransform(3), None, None,
@@ -266,10 +266,11 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
                                        ngf_in_lung_final=result.final_scores)
 
 
-def _schedule(options: RegistrationOptions, after_network: bool) -> RefineConfig:
+def _schedule(options: RegistrationOptions, pair: PreparedPair, after_network: bool
+              ) -> RefineConfig:
     return refine_config(options.refine_iterations, after_network, options.fine_spacing_mm,
                          options.similarity, options.similarity_weight,
-                         options.similarity_region)
+                         options.similarity_region, pair.fixed.GetSpacing())
 
 
 def _keep(state: RegistrationState, result: NetworkResult) -> None:
