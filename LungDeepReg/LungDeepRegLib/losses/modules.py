@@ -149,7 +149,8 @@ class LossWeights:
 
 #: The weights tuned under our units (``Testing/benchmark/tune_loss_weights.py``, results in
 #: ``Testing/benchmark/results/loss_weights.md``): the defaults of the instance optimisation
-#: and of new training runs. ``LossWeights()`` keeps the paper's values.
+#: and of new training runs. ``LossWeights()`` keeps the paper's values. The refinement of a
+#: CT with thick slices lowers the volume weight (``pipeline.crops.THICK_SLICE_VOLUME_WEIGHT``).
 TUNED_WEIGHTS = LossWeights(curvature=30.0, volume=3.0)
 #: psi_t threshold: 0.1, 0.2 and 0.5 gave the same error in that tuning; the paper's 0.2 stays.
 TUNED_T = 0.2
