@@ -53,25 +53,23 @@ THICK_SLICE_RATIO = 2.0
 #: at 1, no folding (Testing/benchmark/results/refinement_tuning_volume_slices.json). Not
 #: on near-isotropic CTs: on the 2 mm pairs 1 was better too (0.353 -> 0.332 mm), but on
 #: the real POPI light tuning pairs (5x5x6 mm) worse, 1.54 / 1.58 -> 1.55 / 1.62 mm mean
-#: TRE (refinement_ablation.md, section 4e).
+#: TRE (refinement_ablation.md, section 5).
 THICK_SLICE_VOLUME_WEIGHT = 1.0
+
+
+def thick_axes(spacing: tuple[float, ...]) -> np.ndarray:
+    """Per axis, whether a CT of ``spacing`` has thick slices along it: at least
+    :data:`THICK_SLICE_RATIO` times its finest spacing."""
+    spacing = np.asarray(spacing, dtype=float)
+    return spacing >= THICK_SLICE_RATIO * spacing.min()
 
 
 def finest_crop_spacing(spacing: tuple[float, ...]) -> np.ndarray:
     """The finest crop spacing per axis (x, y, z) the refinement may use on a CT of
     ``spacing``: :data:`MAX_UPSAMPLING` times finer, thick slices
     :data:`THICK_SLICE_UPSAMPLING` times."""
-    spacing = np.asarray(spacing, dtype=float)
-    thick = spacing >= THICK_SLICE_RATIO * spacing.min()
-    return spacing / np.where(thick, max(THICK_SLICE_UPSAMPLING, MAX_UPSAMPLING),
-                              MAX_UPSAMPLING)
-
-
-def has_thick_slices(spacing: tuple[float, ...]) -> bool:
-    """Whether some axis of a CT of ``spacing`` is at least :data:`THICK_SLICE_RATIO` times
-    coarser than its finest."""
-    spacing = np.asarray(spacing, dtype=float)
-    return bool(spacing.max() >= THICK_SLICE_RATIO * spacing.min())
+    return np.asarray(spacing, dtype=float) / np.where(
+        thick_axes(spacing), max(THICK_SLICE_UPSAMPLING, MAX_UPSAMPLING), MAX_UPSAMPLING)
 
 
 def native_size(fixed: sitk.Image, lungs: sitk.Image, size: tuple[int, int, int],
@@ -122,7 +120,7 @@ def refine_config(iterations: int | None, after_network: bool,
     (Testing/benchmark/results/refinement_ablation.md, register_large.md).
     """
     config = RefineConfig.after_network() if after_network else RefineConfig()
-    if fixed_spacing is not None and has_thick_slices(fixed_spacing):
+    if fixed_spacing is not None and thick_axes(fixed_spacing).any():
         config = dataclasses.replace(config, weights=dataclasses.replace(
             config.weights, volume=THICK_SLICE_VOLUME_WEIGHT))
     config = with_similarity(config, similarity, similarity_weight, region)
