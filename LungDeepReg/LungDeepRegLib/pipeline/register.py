@@ -201,22 +201,28 @@ def estimate_field(pair: PreparedPair, options: RegistrationOptions,
         _deformable(pair, options, state, step, torch.device("cpu"))
     with step("total field", 0.9):
         state.grid = output_grid(pair.fixed, options.output_spacing_mm)
-        if state.deformable is None:  # affine pre-alignment only
-            extended = torch.zeros((1, 3, *state.grid.shape))
-        else:
-            extended = extend_field(state.deformable, state.crop, state.grid)
-        state.field = compose_with_affine(extended, state.grid, state.affine)
-        if state.deformable is not None:  # the lungs' motion is not the chest wall's
-            rigid = body_prealign(pair.fixed, pair.moving, pair.fixed_lungs, pre_alignment)
-            body = affine_field(state.grid, rigid).to(state.field)
-            state.field = toward_body(state.field, body, state.crop, state.grid,
-                                      lungs=pair.fixed_lungs)
+        state.field = _total_field(pair, state, pre_alignment)
     with step("self-checks", 0.92):
         deformed = None if state.deformable is None else field_transform(state.field, state.grid)
         images = (pair.fixed, pair.moving, pair.fixed_lungs)
         match_checks(lung_match(*images, pre_alignment),
                      None if deformed is None else lung_match(*images, deformed), pair.checks)
     return state
+
+
+def _total_field(pair: PreparedPair, state: RegistrationState,
+                 pre_alignment: sitk.AffineTransform) -> torch.Tensor:
+    """The written field on ``state.grid``: the affine alone, or the lungs' affine and
+    deformable motion going over into the body's own rigid motion away from the lungs
+    (the lungs' motion is not the chest wall's)."""
+    if state.deformable is None:  # affine pre-alignment only
+        return compose_with_affine(torch.zeros((1, 3, *state.grid.shape)), state.grid,
+                                   state.affine)
+    extended = extend_field(state.deformable, state.crop, state.grid)
+    lungs_motion = compose_with_affine(extended, state.grid, state.affine)
+    rigid = body_prealign(pair.fixed, pair.moving, pair.fixed_lungs, pre_alignment)
+    body = affine_field(state.grid, rigid).to(lungs_motion)
+    return toward_body(lungs_motion, body, state.crop, state.grid, lungs=pair.fixed_lungs)
 
 
 def _deformable(pair: PreparedPair, options: RegistrationOptions, state: RegistrationState,
