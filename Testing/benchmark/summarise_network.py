@@ -72,7 +72,8 @@ def markdown(report: dict) -> str:
         cells = [" / ".join(f"{v:.2f}" for v in case[m]["tre"]) if m in case else "failed"
                  for m in methods]
         start = case.get("network_start", {})
-        trusted = " (trusted)" if start.get("trusted") else ""
+        trusted = (" (trusted)" if start.get("trusted") else
+                   " (network start dropped)" if start.get("dropped") else "")
         ratio = _ratio(case, net, "affine")
         lines.append(f"| {case['case']} | {case['role']} | "
                      f"{' / '.join(f'{v:.2f}' for v in case['initial'])} | "

@@ -166,6 +166,8 @@ def test_register_with_the_shipped_model_refines_from_the_better_start(small_pai
     coarse = start["ngf_in_lung_after_coarse_levels"]
     if start["trusted"]:  # the network's start alone (test below)
         assert coarse == {} and start["refined_from"] == start["start"]
+    elif start["dropped"]:  # the affine start alone (test below)
+        assert coarse == {} and start["refined_from"] == "affine, no network"
     else:
         assert len(coarse) == 2 and "affine, no network" in coarse
         assert start["refined_from"] == min(coarse, key=coarse.get)
@@ -180,6 +182,7 @@ def test_a_trusted_network_start_is_refined_alone(small_pair, tmp_path, monkeypa
     """When the network matches far better than the affine start, only its short schedule
     runs; the affine start is still compared at the end, so nothing worse can be kept."""
     monkeypatch.setattr(network, "TRUST_RATIO", ratio)
+    monkeypatch.setattr(network, "DROP_RATIO", float("inf"))  # this pair's network is worse
     inputs = RegistrationInputs(fixed=small_pair["fixed"], moving=small_pair["moving"])
     metrics = register(inputs, tmp_path / "out", RegistrationOptions(report=False)).metrics
     start = metrics["run"]["network_start"]
@@ -191,6 +194,26 @@ def test_a_trusted_network_start_is_refined_alone(small_pair, tmp_path, monkeypa
         assert len(coarse) == 2 and "affine, no network" in coarse
     final = start["ngf_in_lung_final"]
     assert {"affine, no network", "identity, no registration", "refined"} <= set(final)
+    assert final[start["kept"]] == min(final.values())
+
+
+@pytest.mark.parametrize("ratio", [float("inf"), 0.0], ids=["never", "always"])
+def test_an_outmatched_network_start_is_compared_but_not_refined(small_pair, tmp_path,
+                                                                 monkeypatch, ratio):
+    """When the network matches far worse than the affine start, the refinement runs from
+    the affine start alone; the network's start is still compared at the end."""
+    monkeypatch.setattr(network, "DROP_RATIO", ratio)
+    inputs = RegistrationInputs(fixed=small_pair["fixed"], moving=small_pair["moving"])
+    metrics = register(inputs, tmp_path / "out", RegistrationOptions(report=False)).metrics
+    start = metrics["run"]["network_start"]
+    assert start["dropped"] is (ratio == 0.0) and not start["trusted"]
+    coarse, final = start["ngf_in_lung_after_coarse_levels"], start["ngf_in_lung_final"]
+    if start["dropped"]:
+        assert coarse == {} and start["refined_from"] == "affine, no network"
+    else:
+        assert len(coarse) == 2
+    assert {"affine, no network", start["start"], "identity, no registration",
+            "refined"} <= set(final)
     assert final[start["kept"]] == min(final.values())
 
 

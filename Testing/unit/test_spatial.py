@@ -16,7 +16,9 @@ from LungDeepRegLib.spatial import (
     field_to_image,
     image_to_tensor,
     jacobian_determinant,
+    resample,
     resample_field,
+    sample,
     sample_points,
     warp,
 )
@@ -57,6 +59,23 @@ def test_normalized_coordinates_hit_voxel_centres():
     corners = grid.index_to_physical(np.array([[0, 0, 0], [8, 5, 4]]))
     normalized = grid.physical_to_normalized(torch.as_tensor(corners))
     np.testing.assert_allclose(normalized.numpy(), [[-1, -1, -1], [1, 1, 1]], atol=1e-12)
+
+
+def test_resample_onto_another_grid_is_sampling_at_its_voxel_centres():
+    """The per-axis coordinates of ``resample`` equal the per-voxel physical points, also
+    between grids of other directions, spacings and origins (and outside: border)."""
+    grid = Grid((11, 9, 7), (2.0, 2.5, 3.0), (-10.0, 200.0, -300.0), tuple(ROTATED.ravel()))
+    target = Grid((17, 13, 8), (1.1, 1.7, 2.9), (-16.0, 196.0, -309.0), tuple(FLIPPED.ravel()))
+    volume = torch.randn((2, 3, *grid.shape), generator=torch.Generator().manual_seed(3),
+                         dtype=torch.float64)
+    points = target.points(dtype=torch.float64)
+    expected = sample(volume, grid, points.expand(2, *points.shape), padding="border")
+    np.testing.assert_allclose(resample(volume, grid, target).numpy(), expected.numpy(),
+                               atol=1e-12)
+    coordinates = grid.normalized_coordinates_of(target, torch.float64)
+    np.testing.assert_allclose(coordinates.numpy(),
+                               grid.physical_to_normalized(points).numpy(), atol=1e-12)
+    assert float(coordinates.abs().max()) > 1.0  # some target voxels lie outside the grid
 
 
 # -------------------------------------------------------------------- warp vs SimpleITK
@@ -147,6 +166,21 @@ def test_jacobian_exact_for_affine_fields(direction):
     u = points @ torch.as_tensor(matrix).T + torch.tensor([3.0, -2.0, 1.0], dtype=torch.float64)
     det = jacobian_determinant(u.movedim(-1, 0)[None], grid)
     np.testing.assert_allclose(det.numpy(), np.linalg.det(np.eye(3) + matrix), rtol=1e-12)
+
+
+def test_jacobian_in_slabs_equals_the_whole_field_at_once():
+    """A large field without gradient is done slab by slab: the same values, slab borders
+    and the grid's first and last slices included."""
+    from LungDeepRegLib.spatial import flow
+
+    grid = Grid((23, 19, 2 * flow.JACOBIAN_SLAB + 7), (0.8, 1.1, 2.5), (3.0, 4.0, 5.0),
+                tuple(ROTATED.ravel()))
+    field = smooth_field(grid) + 0.3 * torch.randn((1, 3, *grid.shape), dtype=torch.float64,
+                                                   generator=torch.Generator().manual_seed(2))
+    whole = flow._determinant(field, grid)
+    assert torch.equal(jacobian_determinant(field, grid), whole)
+    with_gradient = jacobian_determinant(field.clone().requires_grad_(True), grid)
+    assert torch.allclose(with_gradient, whole)
 
 
 def test_jacobian_matches_analytic_nonlinear_field():

@@ -69,17 +69,20 @@ def field_transform(field: torch.Tensor, grid: Grid) -> sitk.DisplacementFieldTr
     return sitk.DisplacementFieldTransform(field_to_image(field, grid))
 
 
-def write_field(field: torch.Tensor, grid: Grid, path: str | Path) -> Path:
+def write_field(field: torch.Tensor, grid: Grid, path: str | Path,
+                transform: sitk.DisplacementFieldTransform | None = None) -> Path:
     """Write a displacement field ``(1, 3, z, y, x)`` (LPS mm, fixed to moving) atomically.
 
     The format follows the suffix (see the module docstring); returns the path written.
+    ``transform``: the field's :func:`field_transform` when the caller has made it already
+    (transform files are written from it).
     """
     path = Path(path)
     suffix = field_suffix(path)
     _check_field(field, grid)
     with atomic_output(path) as temporary:
         if suffix in TRANSFORM_SUFFIXES:
-            sitk.WriteTransform(field_transform(field, grid), str(temporary))
+            sitk.WriteTransform(transform or field_transform(field, grid), str(temporary))
         elif suffix in NIFTI_SUFFIXES:
             _write_nifti(field, grid, temporary)
         else:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..spatial import Grid, sample
+from ..spatial import Grid, resample
 
 # Anti-aliasing before downsampling by a factor f: sigma = SIGMA_PER_FACTOR * f input voxels.
 # 0.5 f is the choice of ITK's MultiResolutionPyramidImageFilter (variance (f/2)^2): it
@@ -85,9 +85,7 @@ def downsample(image: torch.Tensor, grid: Grid, target: Grid) -> torch.Tensor:
     ratio = np.asarray(target.spacing) / np.asarray(grid.spacing)
     sigma = tuple(float(SIGMA_PER_FACTOR * r) if r > 1.0 else 0.0 for r in ratio)
     smoothed = gaussian_smooth(image, sigma)  # type: ignore[arg-type]
-    points = target.points(dtype=image.dtype, device=image.device)
-    points = points.expand(image.shape[0], *points.shape)
-    return sample(smoothed, grid, points, padding="border")
+    return resample(smoothed, grid, target, padding="border")
 
 
 def image_pyramid(image: torch.Tensor, grid: Grid, levels: int) -> list[torch.Tensor]:

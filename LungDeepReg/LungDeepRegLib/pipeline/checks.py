@@ -108,10 +108,18 @@ def in_hounsfield_units(ct: sitk.Image, source: Path, side: str, checks: SelfChe
     return hu_image(ct)
 
 
+def automatic_masks(ct: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
+    """The automatic lung labels of ``ct`` and its air-bearing region inside the body, which
+    :func:`checked_lungs` weighs against each other."""
+    return lung_labels(ct), body_air_region(ct)
+
+
 def checked_lungs(ct: sitk.Image, source: Path, side: str, checks: SelfChecks,
-                  given: sitk.Image | None = None) -> sitk.Image:
+                  given: sitk.Image | None = None,
+                  automatic: tuple[sitk.Image, sitk.Image] | None = None) -> sitk.Image:
     """The lung labels of ``ct`` (given, automatic, or the air-bearing fallback), checked.
 
+    ``automatic``: :func:`automatic_masks` of ``ct`` when the caller has made them already.
     Raises :class:`InputError` naming ``source`` when neither a lung nor an air-bearing
     region is found: there is nothing to register.
     """
@@ -122,10 +130,8 @@ def checked_lungs(ct: sitk.Image, source: Path, side: str, checks: SelfChecks,
         if volume < MIN_LUNG_ML:
             checks.warn("lung_mask", f"the given {side} lung mask holds only {volume:.0f} ml")
         return given
-    lungs = lung_labels(ct)
-    volume = lung_volume_ml(lungs)
-    air = body_air_region(ct)
-    air_volume = lung_volume_ml(air)
+    lungs, air = automatic or automatic_masks(ct)
+    volume, air_volume = lung_volume_ml(lungs), lung_volume_ml(air)
     checks.measurements.update({f"{side}_lung_ml": round(volume, 1),
                                 f"{side}_air_region_ml": round(air_volume, 1),
                                 f"{side}_mask": "automatic"})

@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..spatial import Grid, sample
+from ..spatial import Grid, resample
 
 TAPER_MM = 30.0  # how fast the deformable part fades outside the lung crop
 #: How fast the total field goes over from the lungs' motion into the body's outside the
@@ -57,8 +57,7 @@ def extend_field(field: torch.Tensor, crop: Grid, target: Grid) -> torch.Tensor:
     and multiplied by a Gaussian taper of the distance to the crop (``TAPER_MM``), so the
     body far from the lungs does not move with the diaphragm.
     """
-    points = target.points(dtype=field.dtype, device=field.device)[None]
-    values = sample(field, crop, points, padding="border")
+    values = resample(field, crop, target, padding="border")
     taper = torch.as_tensor(_outside_taper(crop, target), dtype=field.dtype)
     return values * taper.to(field.device)
 

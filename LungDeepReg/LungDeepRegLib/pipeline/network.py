@@ -14,7 +14,8 @@ Each candidate is scored by the NGF distance inside the fixed lung (the similari
 the loss, :func:`match_in_lung`). Network-only registration keeps the best of the three. The
 instance optimisation goes on from the better network result *and* from the affine start,
 and chooses between them after its coarse levels (:mod:`.multistart`): a start's match
-before the refinement did not tell which one the refinement ends better from.
+before the refinement did not tell which one the refinement ends better from, unless the
+network's result matches far worse than the affine start (``DROP_RATIO``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ NO_NETWORK = "affine, no network"
 # multistart's docstring found, a start's match before the refinement does not tell which
 # start the refinement ends better from. Two tuning pairs are too few to set it.
 TRUST_RATIO = 0.0
+# Network NGF above this multiple of the affine start's: the refinement leaves the network's
+# start out (it is still compared at the end). On the two real tuning pairs, with the
+# network's output also scaled by 1.5, 2, 3 and -1 to reach larger shares
+# (results/network_drop.md, Testing/benchmark/tune_network_drop.py), the network's start won
+# after the coarse levels only at shares 0.90 and 0.92 and lost at every share from 1.08
+# to 1.55, by up to 3x in NGF; TRE after refinement from the affine start was within 0.02 mm
+# where the network's start had won. 1.5 keeps a margin of 40 % above the largest winning
+# share and still saves one start's coarse levels where a network fails on a pair.
+DROP_RATIO = 1.5
 CropPair = Callable[[sitk.Transform], tuple[Grid, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
@@ -93,6 +103,16 @@ def trusted(candidates: dict[str, NetworkResult], network: NetworkResult) -> boo
     """
     affine = candidates[NO_NETWORK].scores[NO_NETWORK]
     return network.scores[network.start_name] < TRUST_RATIO * affine
+
+
+def outmatched(candidates: dict[str, NetworkResult], network: NetworkResult) -> bool:
+    """Whether ``network`` (one of ``candidates``) matches so much worse than the affine
+    start alone (NGF in the lung above ``DROP_RATIO`` times the affine start's) that its
+    coarse levels would be spent on a start that loses: the refinement then runs from the
+    affine start only, and the network's start stays a candidate of the final comparison
+    (:mod:`.multistart`), like the identity."""
+    affine = candidates[NO_NETWORK].scores[NO_NETWORK]
+    return network.scores[network.start_name] > DROP_RATIO * affine
 
 
 def match_in_lung(fixed: torch.Tensor, warped: torch.Tensor, grid: Grid,

@@ -19,6 +19,7 @@ from ..device import intra_op_threads
 from ..losses import RegistrationLoss, mind_ssc, ngf_edge_parameter, one_hot
 from ..networks.pyramid import downsample, gaussian_smooth
 from ..spatial import Grid, warp
+from .adam import Adam
 from .refine_config import RefineConfig
 
 ProgressCallback = Callable[[float, str], None]
@@ -176,13 +177,13 @@ def _adam_steps(level: Level, field: torch.Tensor, config: RefineConfig,
                 ) -> tuple[torch.Tensor, list[float], bool]:
     loss = _level_objective(level, field, config)
     parameter = field.detach().clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([parameter], lr=lr)
+    optimiser = Adam(parameter, lr=lr)
     sigma = (config.update_sigma,) * 3
     history: list[float] = []
     for step in range(steps):
         if should_stop is not None and should_stop():
             return parameter.detach(), history, True
-        optimiser.zero_grad(set_to_none=True)
+        optimiser.zero_grad()
         value = _level_loss(level, parameter, loss, config)
         value.backward()
         before = parameter.detach().clone()

@@ -24,7 +24,7 @@ import torch
 from ..io.atomic import publish, staging_folder, write_json
 from ..io.images import write_image
 from ..io.landmarks import write_markups_json
-from ..io.transforms import field_transform, write_field
+from ..io.transforms import write_field
 from ..metrics.landmarks import TREProtocol
 from ..qa import find_outliers, pair_landmarks, qa_document, write_qa_json, write_qa_table
 from ..spatial import Grid, jacobian_determinant, tensor_to_image
@@ -96,11 +96,11 @@ def _write_into(pair, inputs, options, state, out_dir: Path, points=None
     """Every output but ``metrics.json``, into ``out_dir``; returns the files and the
     metrics."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    transform = state.transform()
     files = {"field_nrrd": write_field(state.field, state.grid, out_dir / "field.nrrd"),
-             "field_h5": write_field(state.field, state.grid, out_dir / "field.h5")}
+             "field_h5": write_field(state.field, state.grid, out_dir / "field.h5", transform)}
     if options.write_nifti:
         files["field_nifti"] = write_field(state.field, state.grid, out_dir / "field.nii.gz")
-    transform = field_transform(state.field, state.grid)
     warped = sitk.Resample(pair.moving, pair.fixed, transform, sitk.sitkLinear, -1024.0)
     files["warped_moving"] = write_image(sitk.Cast(sitk.Round(warped), sitk.sitkInt16),
                                          out_dir / "warped_moving.nrrd")

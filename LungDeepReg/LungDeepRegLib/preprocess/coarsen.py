@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import SimpleITK as sitk
 
+from ..spatial.convert import as_float32
+
 
 def shrink_factors(spacing: tuple[float, ...], target_mm: float) -> list[int]:
     """Integer factors that bring each voxel side close to ``target_mm`` (never below 1)."""
@@ -18,7 +20,7 @@ def coarsen(image: sitk.Image, target_mm: float) -> sitk.Image:
     smoothing followed by resampling took several seconds. Origin and direction follow the
     block centres, so the physical extent stays the same within half a block.
     """
-    image = sitk.Cast(image, sitk.sitkFloat32)
+    image = as_float32(image)
     factors = shrink_factors(image.GetSpacing(), target_mm)
     if factors == [1, 1, 1]:
         return image

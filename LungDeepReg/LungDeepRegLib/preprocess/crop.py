@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..spatial.convert import as_float32
 from ..spatial.grid import Grid
 from .body import BODY_THRESHOLD_HU
 from .lung_mask import lung_mask as automatic_lung_mask
@@ -82,7 +83,7 @@ def resample_to_grid(image: sitk.Image, grid: Grid,
         if max(sigma) > 0:
             # a discrete Gaussian accepts a zero width on axes that are not coarsened (the
             # recursive one does not) and stays accurate below one voxel
-            source = sitk.DiscreteGaussian(sitk.Cast(source, sitk.sitkFloat32),
+            source = sitk.DiscreteGaussian(as_float32(source),
                                            [s * s for s in sigma], 64, 0.01, True)
     method = sitk.sitkLinear if interpolation == "linear" else sitk.sitkNearestNeighbor
     return sitk.Resample(source, grid.size, transform or sitk.Transform(), method, grid.origin,
@@ -140,7 +141,7 @@ def _block_average(image: sitk.Image, grid: Grid) -> sitk.Image:
     factors = [max(1, int(np.floor(r))) for r in ratio]
     if factors == [1, 1, 1]:
         return image
-    return sitk.BinShrink(sitk.Cast(image, sitk.sitkFloat32), factors)
+    return sitk.BinShrink(as_float32(image), factors)
 
 
 def _antialias_sigma(image: sitk.Image, grid: Grid) -> list[float]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from ..spatial.convert import as_float32
 from .coarsen import shrink_factors
 
 HU_MIN, HU_MAX = -1024.0, 3071.0
@@ -44,7 +45,7 @@ def hu_image(ct: sitk.Image) -> sitk.Image:
     Clipping maps scanner padding (-2048, -3024) onto air, so that block averages on a
     coarse grid do not see an air value far below any real tissue.
     """
-    image = sitk.Cast(ct, sitk.sitkFloat32)
+    image = as_float32(ct)
     offset = storage_offset(ct)
     if offset:
         image = image + offset
@@ -66,5 +67,5 @@ def working_hu(ct: sitk.Image, working_spacing_mm: float) -> sitk.Image:
     factors = shrink_factors(ct.GetSpacing(), working_spacing_mm)
     if factors != [1, 1, 1]:
         ct = sitk.BinShrink(ct, factors)
-    image = sitk.Cast(ct, sitk.sitkFloat32)
+    image = as_float32(ct)
     return image + offset if offset else image

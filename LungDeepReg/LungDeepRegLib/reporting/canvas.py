@@ -18,6 +18,9 @@ from ..io.atomic import atomic_output
 from .views import Plane
 
 DPI = 110
+# zlib level 1 instead of Pillow's 6: the five report figures of a 512x512x141 pair took
+# 0.5 s less to write (2.5 -> 2.0 s for the whole report) and grew 13 % (3.2 -> 3.6 MB)
+PNG_COMPRESS_LEVEL = 1
 EDGE_STYLE = {"color": "yellow", "fontsize": 8, "fontweight": "bold"}
 
 
@@ -32,7 +35,8 @@ def save(figure: Figure, path: str | Path) -> Path:
     """Write ``figure`` as PNG atomically and release it."""
     path = Path(path)
     with atomic_output(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=DPI, facecolor="white")
+        figure.savefig(temporary, format="png", dpi=DPI, facecolor="white",
+                       pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     figure.clear()
     return path
 

@@ -65,7 +65,8 @@ def network_part(start: dict) -> str:
     refined = start.get("refined_from")
     if refined is None:  # network only (--refine-iterations 0)
         return f"network only, from the {start.get('start', MISSING)} start"
-    how = " alone (trusted)" if start.get("trusted") else ""
+    how = (" alone (trusted)" if start.get("trusted") else
+           " alone (the network's start matched far worse)" if start.get("dropped") else "")
     kept = start.get("kept", MISSING)
     return f"refined from the {refined} start{how}; kept: {kept}"
 

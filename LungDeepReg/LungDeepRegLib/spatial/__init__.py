@@ -14,10 +14,10 @@ from .flow import (
     warp,
 )
 from .grid import Grid
-from .sampling import sample, sample_points
+from .sampling import resample, sample, sample_points
 
 __all__ = [
     "Grid", "compose", "field_to_image", "image_to_tensor", "jacobian_determinant",
-    "jacobian_matrix", "mapped_points", "resample_field", "sample", "sample_points",
+    "jacobian_matrix", "mapped_points", "resample", "resample_field", "sample", "sample_points",
     "spatial_gradient", "tensor_to_image", "warp",
 ]

@@ -50,3 +50,12 @@ def field_to_image(field: torch.Tensor, grid: Grid) -> sitk.Image:
     """A displacement field ``(1, 3, z, y, x)`` (mm, LPS) as a float64 vector image,
     the pixel type ``sitk.DisplacementFieldTransform`` requires."""
     return tensor_to_image(field, grid, vector=True, pixel_type=np.float64)
+
+
+def as_float32(image: sitk.Image) -> sitk.Image:
+    """``image`` as float32: the image itself when it already is (``sitk.Cast`` copies every
+    voxel even then: about 0.07 s on a 512x512x141 CT, and the pipeline casts its float32
+    CTs a dozen times)."""
+    if image.GetPixelID() == sitk.sitkFloat32:
+        return image
+    return sitk.Cast(image, sitk.sitkFloat32)

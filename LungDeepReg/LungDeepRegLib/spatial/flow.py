@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .grid import Grid
-from .sampling import Interpolation, sample
+from .sampling import Interpolation, resample, sample
 
 
 def _check_field(field: torch.Tensor, grid: Grid) -> None:
@@ -56,9 +56,7 @@ def resample_field(field: torch.Tensor, grid: Grid, target: Grid) -> torch.Tenso
     Outside ``grid`` the nearest border displacement is used.
     """
     _check_field(field, grid)
-    points = target.points(dtype=field.dtype, device=field.device)
-    points = points.expand(field.shape[0], *points.shape)
-    return sample(field, grid, points, padding="border")
+    return resample(field, grid, target, padding="border")
 
 
 def compose(
@@ -131,9 +129,31 @@ def jacobian_determinant(field: torch.Tensor, grid: Grid) -> torch.Tensor:
 
     Values below 1 mean local compression (exhale), above 1 expansion, <= 0 folding.
     Unlike SimpleITK's ``DisplacementFieldJacobianDeterminant`` this honours the
-    direction matrix.
+    direction matrix. A large field without gradient is done in slabs of
+    ``JACOBIAN_SLAB`` slices (each with a slice of its neighbours, so the central
+    differences are the same): its two dozen full-size temporaries then fit in the caches
+    (0.7 -> 0.25 s on a 251x251x141 field, 1.6 s inside a whole registration).
     """
     _check_field(field, grid)
+    depth = field.shape[2]
+    if field.requires_grad or depth <= 2 * JACOBIAN_SLAB:
+        return _determinant(field, grid)
+    slabs = []
+    for first in range(0, depth, JACOBIAN_SLAB):
+        last = min(depth, first + JACOBIAN_SLAB)
+        low, high = max(0, first - 1), min(depth, last + 1)
+        slab_grid = Grid((grid.size[0], grid.size[1], high - low), grid.spacing,
+                         tuple(grid.index_to_physical(np.array([[0.0, 0.0, low]]))[0]),
+                         grid.direction)
+        slab = _determinant(field[:, :, low:high], slab_grid)
+        slabs.append(slab[:, :, first - low:last - low])
+    return torch.cat(slabs, dim=2)
+
+
+JACOBIAN_SLAB = 16
+
+
+def _determinant(field: torch.Tensor, grid: Grid) -> torch.Tensor:
     # nine component tensors, never the stacked (N, 3, 3, ...) matrix: on a 2 mm field over
     # a whole CT the stack alone cost seconds, and in an optimisation step its backward
     # allocated nine full-size zero tensors

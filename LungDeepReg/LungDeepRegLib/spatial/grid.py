@@ -143,6 +143,26 @@ class Grid:
         b = torch.as_tensor(offset, dtype=points.dtype, device=points.device)
         return points @ m.T + b
 
+    def normalized_coordinates_of(self, target: Grid, dtype: torch.dtype = torch.float32,
+                                  device: torch.device | str = "cpu") -> torch.Tensor:
+        """``grid_sample`` coordinates on this grid of every voxel centre of ``target``,
+        ``(z, y, x, 3)``: ``physical_to_normalized(target.points())``.
+
+        The map from ``target``'s index to these coordinates is affine, so they are summed
+        from one short vector per axis instead of going through a float64 physical point
+        per voxel (0.9 GB and 1 s for a 512x512x141 grid).
+        """
+        inverse = np.linalg.inv(self.index_to_physical_matrix)
+        scale = 2.0 / np.maximum(np.asarray(self.size, dtype=np.float64) - 1, 1)
+        per_step = (scale[:, None] * inverse) @ target.index_to_physical_matrix
+        offset = scale * (inverse @ (np.asarray(target.origin) - np.asarray(self.origin))) - 1.0
+        steps = torch.as_tensor(per_step.T, device=device)  # row a: one step along axis a
+        x, y, z = (torch.arange(n, dtype=torch.float64, device=device)[:, None] * steps[a]
+                   for a, n in enumerate(target.size))
+        return (torch.as_tensor(offset, dtype=dtype, device=device)
+                + z.to(dtype)[:, None, None, :] + y.to(dtype)[None, :, None, :]
+                + x.to(dtype)[None, None, :, :])
+
     def to_dict(self) -> dict:
         return {"size": list(self.size), "spacing": list(self.spacing),
                 "origin": list(self.origin), "direction": list(self.direction)}

@@ -46,18 +46,39 @@ def sample(
         raise ValueError(f"volume must be (N, C, z, y, x), got shape {tuple(volume.shape)}")
     batch, spatial = points.shape[0], points.shape[1:-1]
     flat = points.reshape(batch, 1, 1, -1, 3).to(volume.dtype)
-    normalized = grid.physical_to_normalized(flat)
+    values = _grid_sample(volume, grid.physical_to_normalized(flat), interpolation, padding, fill)
+    return values.reshape(batch, volume.shape[1], *spatial)
+
+
+def resample(
+    volume: torch.Tensor,
+    grid: Grid,
+    target: Grid,
+    interpolation: Interpolation = "linear",
+    padding: Padding = "border",
+    fill: float = 0.0,
+) -> torch.Tensor:
+    """``volume`` (on ``grid``) interpolated at every voxel centre of ``target``:
+    ``(N, C, *target.shape)``. What :func:`sample` gives at ``target.points()``, without
+    a physical point per voxel (see :meth:`Grid.normalized_coordinates_of`)."""
+    if volume.dim() != 5:
+        raise ValueError(f"volume must be (N, C, z, y, x), got shape {tuple(volume.shape)}")
+    coordinates = grid.normalized_coordinates_of(target, volume.dtype, volume.device)
+    coordinates = coordinates.expand(volume.shape[0], *coordinates.shape)
+    return _grid_sample(volume, coordinates, interpolation, padding, fill)
+
+
+def _grid_sample(volume: torch.Tensor, normalized: torch.Tensor, interpolation: Interpolation,
+                 padding: Padding, fill: float) -> torch.Tensor:
     mode = "bilinear" if interpolation == "linear" else "nearest"
     if padding == "border":
-        values = F.grid_sample(volume, normalized, mode=mode, padding_mode="border",
-                               align_corners=ALIGN_CORNERS)
-    else:
-        # grid_sample pads with zeros: shift so that zero means ``fill``
-        shifted = volume - fill if fill else volume
-        values = F.grid_sample(shifted, normalized, mode=mode, padding_mode="zeros",
-                               align_corners=ALIGN_CORNERS)
-        values = values + fill if fill else values
-    return values.reshape(batch, volume.shape[1], *spatial)
+        return F.grid_sample(volume, normalized, mode=mode, padding_mode="border",
+                             align_corners=ALIGN_CORNERS)
+    # grid_sample pads with zeros: shift so that zero means ``fill``
+    shifted = volume - fill if fill else volume
+    values = F.grid_sample(shifted, normalized, mode=mode, padding_mode="zeros",
+                           align_corners=ALIGN_CORNERS)
+    return values + fill if fill else values
 
 
 def sample_points(
