@@ -26,6 +26,8 @@ from .validate import check_ct
 
 @dataclass
 class RegistrationInputs:
+    """The files of one registration, as the user named them."""
+
     fixed: Path
     moving: Path
     fixed_mask: Path | None = None
