@@ -42,12 +42,12 @@ from LungDeepRegLib.metrics.jacobian import jacobian_summary
 from LungDeepRegLib.pipeline.affine import affine_prealign
 from LungDeepRegLib.pipeline.crops import crop_inputs, native_size
 from LungDeepRegLib.pipeline.demo import breathing_pair, sample_path
-from LungDeepRegLib.pipeline.fields import compose_with_affine, extend_field, output_grid
+from LungDeepRegLib.pipeline.fields import compose_with_affine, output_grid
 from LungDeepRegLib.pipeline.refine import refine
 from LungDeepRegLib.pipeline.refine_config import RefineConfig
 from LungDeepRegLib.pipeline.register import PreparedPair
 from LungDeepRegLib.preprocess import lung_labels
-from LungDeepRegLib.spatial import jacobian_determinant
+from LungDeepRegLib.spatial import jacobian_determinant, resample_field
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TUNING_SEED = 31337
@@ -99,7 +99,7 @@ def run_config(config: RefineConfig, pair: dict) -> dict:
     seconds = time.perf_counter() - started
     truth = pair["truth"]
     target = output_grid(truth.fixed, 2.0)
-    total = compose_with_affine(extend_field(result.field, grid, target), target,
+    total = compose_with_affine(resample_field(result.field, grid, target), target,
                                 pair["affine"])
     epe = endpoint_error(total, target, KnownField(truth.field, truth.grid), pair["lungs"])
     jacobian = jacobian_summary(jacobian_determinant(result.field.double(), grid), mask > 0)

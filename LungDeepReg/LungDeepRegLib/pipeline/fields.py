@@ -1,4 +1,5 @@
-"""Field bookkeeping of the pipeline: output grids, affine composition, crop extension."""
+"""Field bookkeeping of the pipeline: output grids, affine composition, the lungs' motion going
+over into the body's outside the lung crop."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..spatial import Grid, resample
+from ..spatial import Grid
 
-TAPER_MM = 30.0  # how fast the deformable part fades outside the lung crop
 #: How fast the total field goes over from the lungs' motion into the body's outside the
 #: lung crop (:func:`toward_body`). On the POPI tuning pairs (00->50, 00->60; light) the two
 #: landmarks outside the lungs (a skin marker and the anterior chest wall, which move about
@@ -48,18 +48,6 @@ def affine_matrix(transform: sitk.AffineTransform) -> tuple[np.ndarray, np.ndarr
     centre = np.asarray(transform.GetCenter())
     offset = np.asarray(transform.GetTranslation()) + centre - matrix @ centre
     return matrix, offset
-
-
-def extend_field(field: torch.Tensor, crop: Grid, target: Grid) -> torch.Tensor:
-    """The deformable field of the lung crop on ``target``, fading to 0 outside the crop.
-
-    Inside the crop the field is interpolated; outside, the border displacement is repeated
-    and multiplied by a Gaussian taper of the distance to the crop (``TAPER_MM``), so the
-    body far from the lungs does not move with the diaphragm.
-    """
-    values = resample(field, crop, target, padding="border")
-    taper = torch.as_tensor(_outside_taper(crop, target), dtype=field.dtype)
-    return values * taper.to(field.device)
 
 
 def toward_body(field: torch.Tensor, body: torch.Tensor, crop: Grid, target: Grid,
@@ -100,8 +88,8 @@ def lung_taper(lungs: sitk.Image, target: Grid, margin_mm: float, taper_mm: floa
     return sitk.GetArrayFromImage(fine)
 
 
-def _outside_taper(crop: Grid, target: Grid, taper_mm: float = TAPER_MM) -> np.ndarray:
-    """``exp(-d^2 / 2 TAPER_MM^2)`` of each ``target`` voxel's distance d (mm) outside
+def _outside_taper(crop: Grid, target: Grid, taper_mm: float) -> np.ndarray:
+    """``exp(-d^2 / 2 taper_mm^2)`` of each ``target`` voxel's distance d (mm) outside
     ``crop``, ``(z, y, x)``.
 
     With the axes of both grids aligned (the crop is cut from the fixed image, whose

@@ -22,7 +22,7 @@ import torch
 from ..device import configure_threads, resolve_device
 from ..io.transforms import field_transform
 from ..models.store import load_model, model_names
-from ..spatial import Grid
+from ..spatial import Grid, resample_field
 from .affine import affine_prealign, body_prealign
 from .checks import (
     coverage_check,
@@ -34,7 +34,6 @@ from .crops import crop_inputs, crops_once, refine_config
 from .fields import (
     affine_field,
     compose_with_affine,
-    extend_field,
     output_grid,
     toward_body,
 )
@@ -170,7 +169,8 @@ def _total_field(pair: PreparedPair, state: RegistrationState,
     if state.deformable is None:  # affine pre-alignment only
         return compose_with_affine(torch.zeros((1, 3, *state.grid.shape)), state.grid,
                                    state.affine)
-    extended = extend_field(state.deformable, state.crop, state.grid)
+    # outside the crop the border displacement goes on; toward_body fades it out there
+    extended = resample_field(state.deformable, state.crop, state.grid)
     lungs_motion = compose_with_affine(extended, state.grid, state.affine)
     rigid = body_prealign(pair.fixed, pair.moving, pair.fixed_lungs, pre_alignment)
     body = affine_field(state.grid, rigid).to(lungs_motion)
