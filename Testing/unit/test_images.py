@@ -106,8 +106,11 @@ def test_label_map_kind(shared_data):
     assert set(np.unique(sitk.GetArrayViewFromImage(labels))) <= set(range(65536))
 
 
-def test_failed_write_leaves_nothing(tmp_path):
-    image = sitk.Image(4, 4, 4, sitk.sitkFloat32)
-    with pytest.raises(RuntimeError):
-        write_image(image, tmp_path / "out.unknownformat")
-    assert list(tmp_path.iterdir()) == []
+def test_a_failed_itk_write_is_an_os_error_naming_the_file_and_leaves_nothing(tmp_path):
+    """ITK's writers raise RuntimeError (a full disk reads "H5Dwrite failed"); the CLI
+    prints an OSError as ``error: <file>: <problem>`` without a traceback."""
+    target = tmp_path / "image.unknownformat"
+    with pytest.raises(OSError) as raised:
+        write_image(sitk.Image(4, 4, 4, sitk.sitkFloat32), target)
+    assert raised.value.filename == str(target) and "cannot be written" in raised.value.strerror
+    assert list(tmp_path.iterdir()) == []  # no temporary or half-written file is left

@@ -7,8 +7,10 @@ their size and spacing. Every reader validates the image and names the file in t
 
 from __future__ import annotations
 
+import errno
 import gzip
 import re
+import shutil
 import struct
 import zlib
 from collections.abc import Callable
@@ -30,6 +32,7 @@ T = TypeVar("T")
 _GZIP_MAGIC = b"\x1f\x8b"
 _HEAD_BYTES = 1024  # enough for a NIfTI-2 header (540 bytes)
 _CHUNK = 1 << 22
+LOW_SPACE_BYTES = 256 * 2**20  # a failed write with less free than this: the disk is full
 # "sitk::ERROR: ", "ITK ERROR: NrrdImageIO(0x55...): ", "/path/file.cxx:99:" carry no cause
 _ITK_PREFIX = re.compile(r"^(sitk::ERROR:\s*|ITK ERROR:\s*\w+\(0x[0-9a-f]+\):\s*|\S+\.cxx:\d+:\s*)",
                          re.IGNORECASE)
@@ -171,8 +174,23 @@ def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> P
     """Write atomically (temporary name, then rename); returns the path written."""
     path = Path(path)
     with atomic_output(path) as temporary:
-        sitk.WriteImage(image, str(temporary), compress)
+        itk_write(path, lambda: sitk.WriteImage(image, str(temporary), compress))
     return path
+
+
+def itk_write(path: str | Path, call: Callable[[], None]) -> None:
+    """Run an ITK writer for ``path``; its failure becomes an :class:`OSError` naming
+    ``path`` (ITK raises a ``RuntimeError`` whose text names its own source files: a full
+    disk read "H5Dwrite failed"). With little space left on the device that is the cause."""
+    try:
+        call()
+    except RuntimeError as error:
+        free = shutil.disk_usage(Path(path).parent).free
+        if free < LOW_SPACE_BYTES:
+            raise OSError(errno.ENOSPC, f"cannot be written: no space left on the device "
+                                        f"({free // 2**20} MB free)", str(path)) from None
+        raise OSError(errno.EIO, f"cannot be written ({reader_cause(error)})",
+                      str(path)) from None
 
 
 def _itk_call(path: str | Path, call: Callable[[], T]) -> T:

@@ -32,6 +32,7 @@ from ..errors import InputError
 from ..spatial.convert import field_to_image, image_to_tensor, tensor_to_image
 from ..spatial.grid import Grid
 from .atomic import atomic_output
+from .images import itk_write
 
 IMAGE_SUFFIXES = (".nrrd", ".mha")
 TRANSFORM_SUFFIXES = (".h5", ".hdf5")
@@ -82,14 +83,15 @@ def write_field(field: torch.Tensor, grid: Grid, path: str | Path,
     _check_field(field, grid)
     with atomic_output(path) as temporary:
         if suffix in TRANSFORM_SUFFIXES:
-            sitk.WriteTransform(transform or field_transform(field, grid), str(temporary))
+            itk_write(path, lambda: sitk.WriteTransform(transform or field_transform(field, grid),
+                                                        str(temporary)))
         elif suffix in NIFTI_SUFFIXES:
             _write_nifti(field, grid, temporary)
         else:
             image = tensor_to_image(field, grid, vector=True, pixel_type=_storage_dtype(field))
             # uncompressed: zlib saves under 10 % on float displacements and took 2.4 s
             # of the 60 s budget on a 251x251x141 field
-            sitk.WriteImage(image, str(temporary), False)
+            itk_write(path, lambda: sitk.WriteImage(image, str(temporary), False))
     return path
 
 
