@@ -1,10 +1,10 @@
 """The registration pipeline: one fixed/moving pair in, a displacement field and QA out.
 
-Steps: read and clip the CTs; automatic lung masks (:mod:`.pair`); lung-aware affine pre-alignment
-(SimpleITK); crop to the fixed lungs and resample to the network's input size; multilevel
-network; instance optimisation of the same loss on the refinement grid; composition with the
-affine part; the total fixed-to-moving field on the output grid (about 2 mm by default); then
-the outputs and the metrics (:mod:`.outputs`).
+Steps: read and clip the CTs, automatic lung masks (:mod:`.pair`); lung-aware affine
+pre-alignment (SimpleITK); crop to the fixed lungs and resample to the network's input size;
+multilevel network; instance optimisation of the same loss on the refinement grid;
+composition with the affine part; the total fixed-to-moving field on the output grid (about
+2 mm by default); then the outputs and the metrics (:mod:`.outputs`).
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ class RegistrationState:
 
     def transform(self) -> sitk.DisplacementFieldTransform:
         """``field`` as an ITK transform, made once: the self-checks, the warped images and
-        the ``.h5`` file use the same one (0.6 s each on a 251x251x141 grid)."""
+        the ``.h5`` file use the same one (0.6 s each on a 251x251x141 grid). ``field`` is
+        set once, by :func:`estimate_field`, before any caller asks for this."""
         if self._transform is None:
             self._transform = field_transform(self.field, self.grid)
         return self._transform

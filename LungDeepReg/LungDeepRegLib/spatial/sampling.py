@@ -42,8 +42,7 @@ def sample(
     Returns:
         ``(N, C, *S)`` interpolated values.
     """
-    if volume.dim() != 5:
-        raise ValueError(f"volume must be (N, C, z, y, x), got shape {tuple(volume.shape)}")
+    _check_volume(volume)
     batch, spatial = points.shape[0], points.shape[1:-1]
     flat = points.reshape(batch, 1, 1, -1, 3).to(volume.dtype)
     values = _grid_sample(volume, grid.physical_to_normalized(flat), interpolation, padding, fill)
@@ -61,11 +60,15 @@ def resample(
     """``volume`` (on ``grid``) interpolated at every voxel centre of ``target``:
     ``(N, C, *target.shape)``. What :func:`sample` gives at ``target.points()``, without
     a physical point per voxel (see :meth:`Grid.normalized_coordinates_of`)."""
-    if volume.dim() != 5:
-        raise ValueError(f"volume must be (N, C, z, y, x), got shape {tuple(volume.shape)}")
+    _check_volume(volume)
     coordinates = grid.normalized_coordinates_of(target, volume.dtype, volume.device)
     coordinates = coordinates.expand(volume.shape[0], *coordinates.shape)
     return _grid_sample(volume, coordinates, interpolation, padding, fill)
+
+
+def _check_volume(volume: torch.Tensor) -> None:
+    if volume.dim() != 5:
+        raise ValueError(f"volume must be (N, C, z, y, x), got shape {tuple(volume.shape)}")
 
 
 def _grid_sample(volume: torch.Tensor, normalized: torch.Tensor, interpolation: Interpolation,
