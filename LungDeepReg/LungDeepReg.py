@@ -42,6 +42,8 @@ DEVICES = ["Auto", "CPU", "CUDA"]
 # the refinement's similarity choices (the engine's refine_config.SIMILARITY_WEIGHTS; the
 # module lists them without loading the engine, torch included)
 SIMILARITIES = ["ngf", "ncc", "mind"]
+# the discrete search's uses (the engine's discrete.SEARCH_MODES, the default first)
+SEARCHES = ["off", "replace", "add"]
 ENGINE_METHODS = ("register", "batch", "demo_pair", "train")
 
 
@@ -73,6 +75,7 @@ class LungDeepRegParameterNode:
     fixedIsExhale: bool = False
     outputSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 2.0  # 0: the fixed grid
     similarity: Annotated[str, Choice(SIMILARITIES)] = "ngf"
+    search: Annotated[str, Choice(SEARCHES)] = "off"
     outputTransform: slicer.vtkMRMLGridTransformNode
     outputWarped: slicer.vtkMRMLScalarVolumeNode
     outputJacobian: slicer.vtkMRMLScalarVolumeNode

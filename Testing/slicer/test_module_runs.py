@@ -36,8 +36,9 @@ def parameters(**nodes) -> SimpleNamespace:
     values = dict(fixedVolume=None, movingVolume=None, fixedLobes=None, movingLobes=None,
                   fixedLandmarks=None, movingLandmarks=None, lungMask=None, lungMaskSegment="",
                   model="auto", device="Auto", refineIterations=-1, fixedIsExhale=False,
-                  outputSpacing=2.0, similarity="ngf", outputTransform=None, outputWarped=None,
-                  outputJacobian=None, placeMovingUnderTransform=False, writeReport=True)
+                  outputSpacing=2.0, similarity="ngf", search="off", outputTransform=None,
+                  outputWarped=None, outputJacobian=None, placeMovingUnderTransform=False,
+                  writeReport=True)
     values.update(nodes)
     return SimpleNamespace(**values)
 
@@ -79,11 +80,12 @@ def test_run_ends_in_the_scene_after_exit_through_the_launcher(scene, shared_dat
     p = parameters(fixedVolume=fixed, movingVolume=moving, fixedLobes=lobes["fixed"],
                    movingLobes=lobes["moving"], lungMask=mask, model="none", device="CPU",
                    refineIterations=2, fixedIsExhale=True, outputSpacing=0.0, similarity="mind",
-                   writeReport=False)
+                   search="replace", writeReport=False)
     registrations = Registrations(lambda: str(launcher), tmp_path / "work", scene)
     registrations.folders.watch()
     run = registrations.start(RunRequest.from_parameters(p))
-    for flag in ("--fixed-mask", "--fixed-is", "exhale", "--output-spacing", "--similarity"):
+    for flag in ("--fixed-mask", "--fixed-is", "exhale", "--output-spacing", "--similarity",
+                 "--search"):
         assert flag in run.job.argv
     vars(p).clear()  # the widget's exit(): its parameter node is gone while the job runs
     log = run.job.follow(timeout_s=240)
@@ -98,6 +100,7 @@ def test_run_ends_in_the_scene_after_exit_through_the_launcher(scene, shared_dat
     assert metrics["self_checks"]["fixed_mask"] == "given"
     assert metrics["run"]["options"]["fixed_is"] == "exhale"
     assert metrics["run"]["options"]["similarity"] == "mind"
+    assert metrics["run"]["options"]["search"] == "replace"
     assert metrics["field_grid"]["size"] == list(ct.GetSize())  # spacing 0: the fixed grid
     written = sitk.GetArrayFromImage(sitk.ReadImage(str(run.folder / "inputs" /
                                                         "fixed_mask.nrrd")))

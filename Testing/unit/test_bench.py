@@ -94,6 +94,8 @@ def test_methods_by_name_with_the_initial_state_first():
         "--similarity", "ngf", "--fine-spacing", "2")
     assert parse_methods("lungdeepreg@lung")[1].register_args == (
         "--similarity-region", "lung")
+    assert parse_methods("lungdeepreg-opt@search")[1].register_args == (
+        "--model", "none", "--search", "replace")
     with pytest.raises(InputError, match="does not refine"):
         parse_methods("lungdeepreg-net@mind")
     with pytest.raises(InputError, match="unknown modifier"):

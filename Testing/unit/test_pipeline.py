@@ -68,6 +68,33 @@ def registered(small_pair, tmp_path_factory) -> Path:
     return out
 
 
+def test_the_discrete_search_start_is_refined_and_recorded(small_pair, tmp_path):
+    out = tmp_path / "searched"
+    result = lungdeepreg("register", "--fixed", small_pair["fixed"], "--moving",
+                         small_pair["moving"], "--out", out, "--model", "none",
+                         "--search", "replace",
+                         "--fixed-landmarks", small_pair["fixed_landmarks"],
+                         "--moving-landmarks", small_pair["moving_landmarks"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    run = metrics["run"]
+    assert run["options"]["search"] == "replace"
+    assert run["runtime_s"]["discrete search"] > 0
+    assert run["refinement"]["starts"] == ["affine + discrete search"]
+    assert run["refinement"]["kept"] in ("refined", "affine + discrete search")
+    assert metrics["landmarks"]["after"]["mean"] < 0.5 * metrics["landmarks"]["before"]["mean"]
+    assert metrics["jacobian"]["folding_fraction"] == 0.0
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert f"from the {run['refinement']['refined_from']} start; kept: " in report
+
+
+def test_an_unknown_search_mode_is_refused_before_any_work(small_pair, tmp_path):
+    result = lungdeepreg("register", "--fixed", small_pair["fixed"], "--moving",
+                         small_pair["moving"], "--out", tmp_path / "out", "--search", "both")
+    assert result.returncode != 0 and "--search" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_register_writes_every_output(registered):
     for name in ("field.nrrd", "field.h5", "field.nii.gz", "warped_moving.nrrd",
                  "jacobian.nrrd", "fixed_lungs.nrrd", "metrics.json", "report.html",

@@ -280,6 +280,24 @@ def test_a_finished_run_never_reads_the_panels_parameter_node():
     assert "_parameterNode" not in (GUI / "results_panel.py").read_text(encoding="utf-8")
 
 
+def test_search_choices_and_default_are_the_engines():
+    """The module and the job builder spell the discrete search's choices out (no torch in
+    Slicer's process); the list, the combo box, the default and the engine must agree."""
+    from LungDeepRegLib.mrml.job import DEFAULT_SEARCH, register_arguments
+    from LungDeepRegLib.pipeline.discrete import DEFAULT_SEARCH_MODE, SEARCH_MODES
+
+    listed = next(node.value for node in module_tree().body if isinstance(node, ast.Assign)
+                  and getattr(node.targets[0], "id", "") == "SEARCHES")
+    assert ast.literal_eval(listed) == list(SEARCH_MODES)
+    combo = next(w for w in ui_root().iter("widget") if w.get("name") == "searchComboBox")
+    assert [item.findtext("property/string") for item in combo.findall("item")] == \
+        list(SEARCH_MODES)
+    assert DEFAULT_SEARCH == DEFAULT_SEARCH_MODE == SEARCH_MODES[0]
+    assert "--search" not in register_arguments("f.nrrd", "m.nrrd", "out")
+    assert register_arguments("f.nrrd", "m.nrrd", "out", search="replace")[-2:] == [
+        "--search", "replace"]
+
+
 def test_similarity_choices_are_the_engines():
     """The module lists the similarities without importing the engine (torch); the list, the
     combo box's items and the engine's choices must agree."""

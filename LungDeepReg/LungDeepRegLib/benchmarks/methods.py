@@ -62,7 +62,8 @@ def parse_methods(text: str) -> list[Method]:
     a similarity with an optional weight (``lungdeepreg-opt@mind``, ``lungdeepreg@ncc=2``:
     ``register --similarity ncc --similarity-weight 2``) and a fine level
     (``lungdeepreg@fine=2``: ``--fine-spacing 2``) and the region the similarity is
-    measured over (``lungdeepreg@lung``: ``--similarity-region lung``), e.g.
+    measured over (``lungdeepreg@lung``: ``--similarity-region lung``) and the discrete
+    search (``lungdeepreg-opt@search``: ``--search replace``), e.g.
     ``lungdeepreg-opt@mind@fine=2``.
     """
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -100,12 +101,14 @@ def _modifier_args(modifier: str, name: str) -> tuple[tuple[str, ...], str]:
         if not value:
             raise InputError("--methods", f"{name}: '@fine' needs a spacing, e.g. @fine=2")
         return ("--fine-spacing", value), f"fine level {value} mm"
+    if key == "search" and not value:
+        return ("--search", "replace"), "discrete search instead of the affine start"
     if key in REGIONS and not value:
         return ("--similarity-region", key), f"similarity over the {key}"
     if key not in SIMILARITY_WEIGHTS:
         raise InputError("--methods", f"unknown modifier {key!r} in {name}; choose a "
                                       f"similarity ({', '.join(SIMILARITY_WEIGHTS)}), a region "
-                                      f"({', '.join(REGIONS)}) or fine")
+                                      f"({', '.join(REGIONS)}), search or fine")
     weighted = ("--similarity-weight", value) if value else ()
     return ("--similarity", key, *weighted), \
         f"similarity {key}" + (f" weighted {value}" if value else "")

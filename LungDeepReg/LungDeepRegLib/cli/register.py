@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..io.landmarks import LANDMARK_FORMATS
 from ..mrml.job import format_progress
+from ..pipeline.discrete import DEFAULT_SEARCH_MODE, SEARCH_MODES
 from ..pipeline.refine_config import REGIONS, SIMILARITY_WEIGHTS
 from ..pipeline.register import (
     Cancelled,
@@ -63,6 +64,11 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the similarity is measured: crop (the lungs with a "
                              "10 mm margin and the mediastinum, the default) or lung (the "
                              "fixed lung mask only, as in Hering et al. 2021)")
+    parser.add_argument("--search", choices=SEARCH_MODES, default=DEFAULT_SEARCH_MODE,
+                        help="discrete displacement search from the affine start "
+                             "(ConvexAdam's coupled convex step): off (the default), replace "
+                             "(the refinement starts from it instead of the affine start) "
+                             "or add (one more start)")
     parser.add_argument("--nifti", action="store_true", help="also write field.nii.gz")
     parser.add_argument("--round-to-voxel", action="store_true",
                         help="DIR-Lab TRE protocol: snap mapped landmarks to the voxel grid")
@@ -101,7 +107,7 @@ def options_from(args: argparse.Namespace) -> RegistrationOptions:
         fixed_is=args.fixed_is, output_spacing_mm=args.output_spacing or None,
         fine_spacing_mm=args.fine_spacing, similarity=args.similarity,
         similarity_weight=args.similarity_weight,
-        similarity_region=args.similarity_region,
+        similarity_region=args.similarity_region, search=args.search,
         write_nifti=args.nifti, exclude_outside_landmarks=args.exclude_outside,
         round_to_voxel=args.round_to_voxel, report=not args.no_report)
 

@@ -29,6 +29,9 @@ from pathlib import Path
 PROGRESS_PREFIX = "PROGRESS"  # machine-readable lines: "PROGRESS <fraction> <step>"
 ENGINE_PATH = Path(__file__).resolve().parents[2]  # the folder that holds LungDeepRegLib
 PathLike = str | Path
+# the engine's pipeline.discrete.DEFAULT_SEARCH_MODE, spelt out: this module must not load
+# torch into Slicer's process (a test checks that they agree)
+DEFAULT_SEARCH = "off"
 
 
 def format_progress(fraction: float, step: str) -> str:
@@ -99,7 +102,7 @@ def register_arguments(fixed: PathLike, moving: PathLike, out: PathLike, *,
                        refine_iterations: int | None = None, device: str = "auto",
                        threads: int | None = None, fixed_is: str = "inhale",
                        output_spacing: float | None = None, similarity: str = "ngf",
-                       report: bool = True) -> list[str]:
+                       search: str = DEFAULT_SEARCH, report: bool = True) -> list[str]:
     """Arguments of ``lungdeepreg register`` for the widget's parameters.
 
     ``refine_iterations`` None keeps the tuned schedule; ``output_spacing`` None keeps the
@@ -112,7 +115,8 @@ def register_arguments(fixed: PathLike, moving: PathLike, out: PathLike, *,
         "--landmark-format": landmark_format, "--model": model,
         "--refine-iterations": refine_iterations, "--device": device, "--threads": threads,
         "--fixed-is": fixed_is, "--output-spacing": output_spacing,
-        "--similarity": None if similarity == "ngf" else similarity})]
+        "--similarity": None if similarity == "ngf" else similarity,
+        "--search": None if search == DEFAULT_SEARCH else search})]
     return arguments if report else [*arguments, "--no-report"]
 
 

@@ -17,7 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .job import BackgroundJob, build_command, make_run_folder, register_arguments
+from .job import (
+    DEFAULT_SEARCH,
+    BackgroundJob,
+    build_command,
+    make_run_folder,
+    register_arguments,
+)
 from .run_folders import RunFolders
 
 
@@ -39,6 +45,7 @@ class RunRequest:
     fixed_is: str = "inhale"
     output_spacing: float | None = None  # None: the CLI default; 0: the fixed grid
     similarity: str = "ngf"  # of the instance optimisation (--similarity)
+    search: str = DEFAULT_SEARCH  # the discrete search's use (--search)
     report: bool = True
     transform: object | None = None  # chosen output nodes (None: new ones)
     warped: object | None = None
@@ -55,7 +62,8 @@ class RunRequest:
             lung_segment=p.lungMaskSegment, model=p.model, device=p.device.lower(),
             refine_iterations=None if p.refineIterations < 0 else p.refineIterations,
             fixed_is="exhale" if p.fixedIsExhale else "inhale",
-            output_spacing=p.outputSpacing, similarity=p.similarity, report=p.writeReport,
+            output_spacing=p.outputSpacing, similarity=p.similarity, search=p.search,
+            report=p.writeReport,
             transform=p.outputTransform, warped=p.outputWarped, jacobian=p.outputJacobian,
             output_folder=str(output_folder or ""))
 
@@ -147,6 +155,7 @@ class Registrations:
                 out=folder / "registration", model=request.model, device=request.device,
                 refine_iterations=request.refine_iterations, fixed_is=request.fixed_is,
                 output_spacing=request.output_spacing, similarity=request.similarity,
+                search=request.search,
                 report=request.report, **inputs)
             argv, env = build_command(self.interpreter(), arguments)
         except Exception:

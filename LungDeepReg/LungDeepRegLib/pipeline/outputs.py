@@ -155,6 +155,7 @@ def run_information(inputs, options, state) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "model": {"name": card.get("name", "none"), "sha256": card.get("sha256")},
         "network_start": state.network_start,
+        "refinement": state.refinement,
         "versions": versions,
         "field_grid": state.grid.to_dict(),
         # the grid the deformable part was found on (the lung crop), None: affine only

@@ -31,13 +31,14 @@ from .checks import (
     volume_ratio_check,
 )
 from .crops import crop_inputs, crops_once, refine_config
+from .discrete import DEFAULT_SEARCH_MODE, SEARCHED, discrete_search
 from .fields import (
     affine_field,
     compose_with_affine,
     output_grid,
     toward_body,
 )
-from .multistart import Start, refine_from_best_start
+from .multistart import CropFor, CropInputs, Start, refine_from_best_start
 from .network import (
     NO_NETWORK,
     NetworkResult,
@@ -72,6 +73,7 @@ class RegistrationOptions:
     similarity: str = "ngf"  # of the refinement: ngf | ncc | mind (refine_config.py)
     similarity_weight: float | None = None  # None: the default weight of that similarity
     similarity_region: str = "crop"  # where it is measured: crop | lung (refine_config.py)
+    search: str = DEFAULT_SEARCH_MODE  # discrete search from the affine start (discrete.py)
     write_nifti: bool = False
     exclude_outside_landmarks: bool = False
     round_to_voxel: bool = False
@@ -89,6 +91,7 @@ class RegistrationState:
     grid: Grid | None = None
     model_card: dict | None = None
     network_start: dict | None = None  # which start the network kept, and why
+    refinement: dict | None = None  # the start the refinement continued, what was kept
     device: str = "cpu"
     runtime_s: dict[str, float] = dataclass_field(default_factory=dict)
     _transform: sitk.DisplacementFieldTransform | None = dataclass_field(default=None,
@@ -213,20 +216,37 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
                            starts[0].config))
     if state.network_start is not None and state.network_start["trusted"]:
         baselines.insert(0, starts.pop(0))  # the affine start: compared, never refined
+    crop_for = crops_once(pair, device)
+    if options.search != "off" and starts and starts[0].field is None:
+        with step("discrete search", 0.3):
+            searched = _searched_start(starts[0], crop_for)
+        if options.search == "replace":  # the affine start: compared, never refined
+            baselines.insert(0, starts.pop(0))
+        starts.insert(0, searched)
     with step("instance optimisation", 0.35):
         result = refine_from_best_start(
-            starts, crops_once(pair, device),
+            starts, crop_for,
             progress=sub_progress(step.progress, 0.35, 0.9), should_stop=step.should_stop,
             baselines=baselines)
         if result.refined.cancelled:
             raise Cancelled("instance optimisation")
         state.crop, state.deformable = result.grid, result.refined.field.detach().float()
         state.affine = result.start.transform
+        state.refinement = {"starts": [start.name for start in starts],
+                            "refined_from": result.start.name, "kept": result.kept}
         if state.network_start is not None:
             state.network_start.update(refined_from=result.start.name,
                                        ngf_in_lung_after_coarse_levels=result.scores)
             state.network_start.update(kept=result.kept,
                                        ngf_in_lung_final=result.final_scores)
+
+
+def _searched_start(start: Start, crop_for: CropFor) -> Start:
+    """``start`` continued by the discrete search on its crop (:mod:`.discrete`)."""
+    inputs = CropInputs(*crop_for(start.transform, start.config))
+    field = discrete_search(inputs.fixed, inputs.moving, inputs.grid, inputs.coverage)
+    return Start(start.name + SEARCHED, start.transform, field, inputs.grid,
+                 start.config)
 
 
 def _schedule(options: RegistrationOptions, pair: PreparedPair, after_network: bool

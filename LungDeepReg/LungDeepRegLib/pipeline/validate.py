@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..io.images import read_information
 from ..metrics.landmarks import check_inside
 from ..spatial import Grid
+from .discrete import SEARCH_MODES
 from .refine_config import REGIONS, SIMILARITY_WEIGHTS
 
 # The pipeline works on a 3-level image pyramid (factor 4 between finest and coarsest) and
@@ -81,6 +82,9 @@ def check_options(options) -> None:
     if options.similarity_region not in REGIONS:
         raise InputError("--similarity-region", f"must be one of {', '.join(REGIONS)}, "
                                                 f"got {options.similarity_region!r}")
+    if options.search not in SEARCH_MODES:
+        raise InputError("--search", f"must be one of {', '.join(SEARCH_MODES)}, "
+                                     f"got {options.search!r}")
     weight = options.similarity_weight
     if weight is not None and not (math.isfinite(weight) and weight > 0):
         raise InputError("--similarity-weight", f"must be above 0, got {weight}")

@@ -57,6 +57,10 @@ def summary_rows(title: str, metrics: dict, jacobian: dict | None) -> list[tuple
              ("Model sha256", str(model.get("sha256") or MISSING))]
     if run.get("network_start"):
         rows.append(("Network start", network_part(run["network_start"])))
+    elif run.get("refinement"):  # optimisation alone: which start it refined, what it kept
+        refinement = run["refinement"]
+        rows.append(("Refinement", f"from the {refinement.get('refined_from', MISSING)} "
+                                   f"start; kept: {refinement.get('kept', MISSING)}"))
     return rows
 
 
