@@ -31,6 +31,11 @@ REPORT_EVERY = 10  # steps between progress reports
 # on 2 idle cores 34 and 102 ms per step at 24x20x24 and 48x40x48 on two threads, 16 and
 # 60 ms on one (and 15/70 against 11/52 ms with the other core busy).
 ONE_THREAD_MAX_VOXELS = 200_000
+# Adam's epsilon (Kingma & Ba 2015, Algorithm 1): the common 1e-8. A larger one damps the
+# steps where the loss is flat (past the moving field of view) and removed most residual
+# folding on the tuning data, but cost accuracy on 6 of 8 tuning cases: mean TRE 0.660 (1e-8),
+# 0.677 (1e-7), 0.730 mm (3e-7) (Testing/benchmark/ablate_adam_eps.py, results/adam_eps.md).
+ADAM_EPS = 1e-8
 
 
 def sub_progress(progress: ProgressCallback | None, begin: float, end: float
@@ -177,7 +182,7 @@ def _adam_steps(level: Level, field: torch.Tensor, config: RefineConfig,
                 ) -> tuple[torch.Tensor, list[float], bool]:
     loss = _level_objective(level, field, config)
     parameter = field.detach().clone().requires_grad_(True)
-    optimiser = Adam(parameter, lr=lr)
+    optimiser = Adam(parameter, lr=lr, eps=ADAM_EPS)
     sigma = (config.update_sigma,) * 3
     history: list[float] = []
     for step in range(steps):
