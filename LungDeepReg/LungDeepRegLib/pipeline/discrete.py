@@ -91,12 +91,17 @@ def labels(radius: int, device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.cartesian_prod(steps, steps, steps).float()
 
 
+def _patch_mean(image: torch.Tensor) -> torch.Tensor:
+    """Mean over the 3x3x3 box around each voxel (the patch), the border repeated."""
+    return F.avg_pool3d(F.pad(image, (1,) * 6, mode="replicate"), 3, stride=1)
+
+
 def cost_volume(fixed: torch.Tensor, moving: torch.Tensor, radius: int) -> torch.Tensor:
     """``(L, z, y, x)`` patch SSD of ``(1, C, 2z-1, 2y-1, 2x-1)`` descriptors: at control
     point ``c`` and label ``l`` (order of :func:`labels`), ``sum_ch (F(2c) - M(2c + l))^2``
     of 3-voxel box means (the patch), the moving image repeating its border."""
-    box = lambda image: F.avg_pool3d(F.pad(image, (1,) * 6, mode="replicate"), 3, stride=1)  # noqa: E731
-    fixed, moving = box(fixed), F.pad(box(moving), (radius,) * 6, mode="replicate")
+    fixed = _patch_mean(fixed)
+    moving = F.pad(_patch_mean(moving), (radius,) * 6, mode="replicate")
     at_control = fixed[..., ::2, ::2, ::2].contiguous()
     shape = at_control.shape[2:]
     # the moving voxels of one parity per axis, contiguous: every label's shift is then a

@@ -219,10 +219,7 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
     crop_for = crops_once(pair, device)
     if options.search != "off" and starts and starts[0].field is None:
         with step("discrete search", 0.3):
-            searched = _searched_start(starts[0], crop_for)
-        if options.search == "replace":  # the affine start: compared, never refined
-            baselines.insert(0, starts.pop(0))
-        starts.insert(0, searched)
+            _add_searched_start(starts, baselines, crop_for, options.search)
     with step("instance optimisation", 0.35):
         result = refine_from_best_start(
             starts, crop_for,
@@ -241,12 +238,18 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
                                        ngf_in_lung_final=result.final_scores)
 
 
-def _searched_start(start: Start, crop_for: CropFor) -> Start:
-    """``start`` continued by the discrete search on its crop (:mod:`.discrete`)."""
-    inputs = CropInputs(*crop_for(start.transform, start.config))
+def _add_searched_start(starts: list[Start], baselines: list[Start], crop_for: CropFor,
+                        mode: str) -> None:
+    """The affine start (``starts[0]``) continued by the discrete search (:mod:`.discrete`)
+    becomes the first start; with ``mode`` "replace" the affine start itself becomes a
+    baseline (compared at the end, never refined)."""
+    affine = starts[0]
+    inputs = CropInputs(*crop_for(affine.transform, affine.config))
     field = discrete_search(inputs.fixed, inputs.moving, inputs.grid, inputs.coverage)
-    return Start(start.name + SEARCHED, start.transform, field, inputs.grid,
-                 start.config)
+    if mode == "replace":
+        baselines.insert(0, starts.pop(0))
+    starts.insert(0, Start(affine.name + SEARCHED, affine.transform, field, inputs.grid,
+                           affine.config))
 
 
 def _schedule(options: RegistrationOptions, pair: PreparedPair, after_network: bool
