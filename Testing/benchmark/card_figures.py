@@ -4,10 +4,13 @@
         --synthetic Testing/benchmark/results/network_models.json --synthetic-label new \\
         --real Testing/benchmark/results/network_all_ct.json [--description "..."]
 
-The figures are copied from the benchmark results files named (each with its command), never
-typed in: per synthetic group the network-only and affine EPE, and per role of the real POPI
-pairs the mean TRE of every method. The weights are not touched: the card's sha256 still
-matches them.
+``--synthetic`` is the JSON of ``bench_network_models.py`` (``--synthetic-label``: the model's
+label there) or the ``results.json`` of a ``lungdeepreg bench synthetic`` run
+(``--synthetic-label``: the network-only method of the model, e.g.
+``lungdeepreg-net:PATH``). The figures are copied from the benchmark results files named
+(each with its command), never typed in: per synthetic group the network-only and affine
+EPE, and per role of the real POPI pairs the mean TRE of every method. The weights are not
+touched: the card's sha256 still matches them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def synthetic_figures(path: Path, label: str) -> dict:
     report = json.loads(path.read_text(encoding="utf-8"))
+    if "rows" in report:
+        return bench_synthetic_figures(path, report, label)
     figures = {"source": str(path.resolve().relative_to(ROOT)), "command": report["command"],
                "pairs_per_group": next(iter(report["synthetic"].values()))["pairs"]}
     for group, data in report["synthetic"].items():
@@ -32,6 +37,23 @@ def synthetic_figures(path: Path, label: str) -> dict:
         figures[group] = {name: {"epe_lung_mm": round(summary[name]["epe_mm"], 3),
                                  "tre_300_mm": round(summary[name]["tre_mm"], 3)}
                           for name in ("initial", "affine", label)}
+    return figures
+
+
+def bench_synthetic_figures(path: Path, report: dict, label: str) -> dict:
+    """Mean lung EPE and TRE per group of a ``lungdeepreg bench synthetic`` run."""
+    figures = {"source": str(path.resolve().relative_to(ROOT)),
+               "command": report["meta"]["command"]}
+    methods = {"initial": "identity", "affine": "affine", label: label}
+    for group in dict.fromkeys(row["group"] for row in report["rows"]):
+        figures[group] = {}
+        for name, method in methods.items():
+            rows = [row for row in report["rows"] if row["group"] == group
+                    and row["method"] == method and row["status"] == "done"]
+            figures[group][name] = {
+                "epe_lung_mm": round(sum(r["epe"]["mean"] for r in rows) / len(rows), 3),
+                "tre_300_mm": round(sum(r["tre"]["mean"] for r in rows) / len(rows), 3),
+                "pairs": len(rows)}
     return figures
 
 

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from LungDeepRegLib.io.landmarks import read_landmarks
 from LungDeepRegLib.io.transforms import read_field
 from LungDeepRegLib.metrics.landmarks import map_points
+from LungDeepRegLib.models.store import load_model, save_model
 from LungDeepRegLib.pipeline import network
 from LungDeepRegLib.pipeline.register import RegistrationInputs, RegistrationOptions, register
 
@@ -242,6 +243,20 @@ def test_an_outmatched_network_start_is_compared_but_not_refined(small_pair, tmp
     assert {"affine, no network", start["start"], "identity, no registration",
             "refined"} <= set(final)
     assert final[start["kept"]] == min(final.values())
+
+
+def test_an_affine_free_model_runs_from_the_affine_start_alone(small_pair, tmp_path):
+    """A model whose card says it learnt motion without its affine part
+    (``data.affine_free``) runs once, after the affine pre-alignment; the identity start,
+    whose global motion it never saw, is not tried."""
+    model, card = load_model("lungdeepreg-popi-cpu")
+    card["training"]["data"]["affine_free"] = True
+    weights = save_model(model, tmp_path, "affine-free", {**card, "name": "affine-free"})
+    inputs = RegistrationInputs(fixed=small_pair["fixed"], moving=small_pair["moving"])
+    options = RegistrationOptions(model=str(weights), report=False)
+    start = register(inputs, tmp_path / "out", options).metrics["run"]["network_start"]
+    assert set(start["ngf_in_lung"]) == {"affine, no network", "affine"}
+    assert start["refined_from"] in ("affine, no network", "affine")
 
 
 def test_affine_prealignment_is_repeatable(small_pair):

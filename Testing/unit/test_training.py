@@ -151,6 +151,32 @@ def test_resume_after_kill_gives_same_weights(reference_run, shared_data, tmp_pa
     assert_same_weights(weights(output), weights(reference_run))
 
 
+def test_fine_tuning_starts_from_the_stored_model(reference_run, shared_data, tmp_path):
+    """``train.init_model`` loads a stored model's weights into every level (no level is
+    re-initialised from the coarser one): at learning rate 0 the export is the stored model
+    itself, and the learning curve starts (step 0) with the stored model's validation."""
+    stored = reference_run / "tiny.safetensors"
+    config = load_config(tiny_config(tmp_path, shared_data), [
+        f'train.init_model="{stored}"', "train.learning_rate=0.0",
+        f'train.output_dir="{tmp_path / "tuned"}"'])
+    result = LungDeepRegLogic().train(config)
+    assert result.status == "finished"
+    assert_same_weights(load_file(result.model_path), weights(reference_run))
+    with open(tmp_path / "tuned" / "tiny.learning_curve.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert rows[0]["step"] == "0" and len(rows) == 1 + 2 * 2  # start + 2 levels x 2 epochs
+    card = json.loads((tmp_path / "tuned" / "tiny.json").read_text())
+    assert card["training"]["config"]["train"]["init_model"] == str(stored)
+
+
+def test_fine_tuning_refuses_a_model_of_another_architecture(shared_data, tmp_path):
+    shipped = Path(LungDeepRegLib.__file__).parent / "models" / "lungdeepreg-popi-cpu.json"
+    config = load_config(tiny_config(tmp_path, shared_data),
+                         [f'train.init_model="{shipped}"'])
+    with pytest.raises(InputError, match="lungdeepreg-popi-cpu.*architecture"):
+        LungDeepRegLogic().train(config)
+
+
 def test_two_gloo_processes_match_one_process_on_the_union(shared_data, tmp_path):
     config = tiny_config(tmp_path, shared_data, pairs=2)
     single = subprocess.run(train_command(config, tmp_path / "single"), capture_output=True,

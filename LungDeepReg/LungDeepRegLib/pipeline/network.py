@@ -8,7 +8,8 @@ after the affine start left 6.5 mm TRE where the affine alone left 2.5 mm, while
 network from the unaligned crop reached 1.3 mm. Real pairs can need the affine start
 (patient shift between scans). So the network runs from both starts, and the affine start
 without the network is a third candidate: on real POPI breathing (00 to 50) the network's
-output matched worse than the affine alone.
+output matched worse than the affine alone. A model trained on motion without its affine
+part runs from the affine start only (:func:`network_starts`).
 
 Each candidate is scored by the NGF distance inside the fixed lung (the similarity term of
 the loss, :func:`match_in_lung`). Network-only registration keeps the best of the three. The
@@ -59,10 +60,25 @@ class NetworkResult:
     scores: dict[str, float]  # NGF distance in the lung of each start (lower is better)
 
 
+NETWORK_STARTS = ("affine", "identity")
+
+
+def network_starts(card: dict) -> tuple[str, ...]:
+    """The starts a model runs from: both, or the affine start alone for a model trained on
+    motion without its affine part (``data.affine_free`` in its card). Such a model never saw
+    the global motion the identity start leaves: on the two POPI tuning pairs its
+    identity-start result matched worse than the affine start without the network, and
+    each pass costs about 3 s at 128x112x128 on 2 CPU threads
+    (Testing/benchmark/results/network_affine_free.md)."""
+    data = card.get("training", {}).get("data", {})
+    return ("affine",) if data.get("affine_free") else NETWORK_STARTS
+
+
 def network_candidates(model: torch.nn.Module, crop_pair: CropPair,
-                       affine: sitk.AffineTransform) -> dict[str, NetworkResult]:
-    """Run ``model`` from the affine and the identity start: the two network results and
-    the affine start without the network, each scored by :func:`match_in_lung`.
+                       affine: sitk.AffineTransform,
+                       starts: tuple[str, ...] = NETWORK_STARTS) -> dict[str, NetworkResult]:
+    """Run ``model`` from each of ``starts`` (the affine and the identity start): the network
+    results and the affine start without the network, each scored by :func:`match_in_lung`.
 
     ``crop_pair(transform)`` returns the crop grid, the fixed and the moving crop (network
     intensities, the moving one resampled through ``transform``) and the fixed lung mask.
@@ -70,7 +86,8 @@ def network_candidates(model: torch.nn.Module, crop_pair: CropPair,
     """
     scores: dict[str, float] = {}
     candidates: dict[str, NetworkResult] = {}
-    for name, transform in (("affine", affine), ("identity", sitk.AffineTransform(3))):
+    transforms = {"affine": affine, "identity": sitk.AffineTransform(3)}
+    for name, transform in ((name, transforms[name]) for name in starts):
         grid, fixed, moving, mask = crop_pair(transform)
         with torch.inference_mode():
             if name == "affine":  # the start itself, without the network

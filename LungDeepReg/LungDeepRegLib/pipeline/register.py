@@ -44,6 +44,7 @@ from .network import (
     NetworkResult,
     best_candidate,
     network_candidates,
+    network_starts,
     outmatched,
     trusted,
 )
@@ -198,13 +199,15 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
     baselines: list[Start] = []
     if model is not None:
         size = tuple(state.model_card["input"]["size_xyz"])
+        network_names = network_starts(state.model_card)
         with step("network", 0.2):
             candidates = network_candidates(
-                model, lambda start: crop_inputs(pair, start, size, device), state.affine)
+                model, lambda start: crop_inputs(pair, start, size, device), state.affine,
+                network_names)
         _keep(state, best_candidate(candidates))
         if options.refine_iterations == 0:
             return
-        network = best_candidate(candidates, ("affine", "identity"))
+        network = best_candidate(candidates, network_names)
         network_start = Start(network.start_name, network.start, network.field, network.grid,
                               _schedule(options, pair, after_network=True))
         state.network_start["trusted"] = trusted(candidates, network)

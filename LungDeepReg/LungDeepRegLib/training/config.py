@@ -107,6 +107,8 @@ class TrainConfig:
     checkpoint_every: int = 25
     output_dir: str = "training-output"
     model_name: str = "lungdeepreg-custom"
+    # a stored model (name or path) to start from instead of random weights: fine-tuning
+    init_model: str = ""
 
 
 @dataclass
@@ -204,6 +206,9 @@ def _resolve_paths(config: Config, base: Path, output_relative_to_file: bool) ->
         data.motion_atlas = str((base / data.motion_atlas).resolve())
     if data.manifest and not Path(data.manifest).is_absolute():
         data.manifest = str((base / data.manifest).resolve())
+    init = config.train.init_model
+    if init and ("/" in init or "\\" in init) and not Path(init).is_absolute():
+        config.train.init_model = str((base / init).resolve())  # a path, not a model name
 
 
 def _resolved_list(base: Path, paths: list[str]) -> list[str]:

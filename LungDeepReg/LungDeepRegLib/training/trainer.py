@@ -24,6 +24,9 @@ import torch
 from tqdm import tqdm
 
 from ..device import resolve_device
+from ..errors import InputError
+from ..models.card import architecture_of
+from ..models.store import load_model
 from ..networks import MultilevelNet
 from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from .config import Config
@@ -53,9 +56,28 @@ class TrainingResult:
 
 
 def build_model(config: Config) -> MultilevelNet:
-    torch.manual_seed(config.train.seed)  # the same initial weights on every rank and run
+    """The network to train: random weights from the seed (the same on every rank and run),
+    or a stored model's weights when ``train.init_model`` names one (fine-tuning)."""
+    torch.manual_seed(config.train.seed)
     m = config.model
-    return MultilevelNet(levels=m.levels, base_filters=m.base_filters, depth=m.depth)
+    model = MultilevelNet(levels=m.levels, base_filters=m.base_filters, depth=m.depth)
+    if config.train.init_model:
+        load_initial_weights(model, config.train.init_model)
+    return model
+
+
+def load_initial_weights(model: MultilevelNet, name_or_path: str) -> None:
+    """Copy a stored model's weights into ``model`` (checksum-checked safetensors, never a
+    pickle); the architectures must agree, the input size may differ (the network is fully
+    convolutional)."""
+    stored, card = load_model(name_or_path)
+    mine, theirs = architecture_of(model), architecture_of(stored)
+    keys = ("levels", "base_filters", "depth", "image_channels", "padding")
+    if any(mine[key] != theirs[key] for key in keys):
+        raise InputError(name_or_path, "train.init_model: the stored model's architecture "
+                         f"{ {k: theirs[k] for k in keys} } differs from [model] "
+                         f"{ {k: mine[k] for k in keys} }")
+    model.load_state_dict(stored.state_dict(), strict=True)
 
 
 class Trainer:
@@ -93,6 +115,9 @@ class Trainer:
             self.model.active_levels = self.config.model.levels
             self.model.load_state_dict(checkpoint["model"])
         broadcast_parameters(self.model, self.context)
+        if checkpoint is None and self.config.train.init_model:
+            self.model.active_levels = 1  # the learning curve starts at the stored model
+            self._validate(0, 0, self.config.loss.t_for_stage(0))
         started = time.perf_counter() - state.elapsed_s
         for stage in range(state.stage, self.config.model.levels):
             first_step = state.step if stage == state.stage else 0
@@ -112,7 +137,7 @@ class Trainer:
         level = model.finest_active_level
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
-        if stage > 0 and first_step == 0:
+        if stage > 0 and first_step == 0 and not self.config.train.init_model:
             model.init_from_previous(level)  # paper: finer net starts from the coarser one
         model.freeze_coarser(level)
         optimizer = torch.optim.Adam(self._trainable(), lr=self.config.train.learning_rate)
