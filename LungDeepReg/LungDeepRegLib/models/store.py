@@ -79,7 +79,8 @@ def _stem(path: Path) -> Path:
     return path
 
 
-def _is_path(value: str | Path) -> bool:
+def is_model_path(value: str | Path) -> bool:
+    """Whether ``value`` names a model by a file path (else by a name in the model folder)."""
     text = str(value)
     return isinstance(value, Path) or "/" in text or "\\" in text \
         or text.endswith((WEIGHTS_SUFFIX, CARD_SUFFIX, MARKDOWN_SUFFIX))
@@ -89,7 +90,7 @@ def resolve_model(name_or_path: str | Path, directory: str | Path = MODEL_DIR) -
     """Files of a model given by name (a card in ``directory``) or by the path of its
     ``.safetensors``/``.json``/``.md`` file. Both weights and card must exist."""
     directory = Path(directory)
-    if _is_path(name_or_path):
+    if is_model_path(name_or_path):
         files = ModelFiles.at(_stem(Path(name_or_path)).expanduser())
         if not files.card.exists() and Path(name_or_path).parent == Path("."):
             files = ModelFiles.at(directory / files.name)  # a bare file name: look there too

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..losses import SIMILARITY_TERMS, TUNED_T, TUNED_WEIGHTS, LossWeights
+from ..models.store import is_model_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -207,7 +208,7 @@ def _resolve_paths(config: Config, base: Path, output_relative_to_file: bool) ->
     if data.manifest and not Path(data.manifest).is_absolute():
         data.manifest = str((base / data.manifest).resolve())
     init = config.train.init_model
-    if init and ("/" in init or "\\" in init) and not Path(init).is_absolute():
+    if init and is_model_path(init) and not Path(init).is_absolute():
         config.train.init_model = str((base / init).resolve())  # a path, not a model name
 
 

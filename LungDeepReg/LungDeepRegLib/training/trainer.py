@@ -70,14 +70,17 @@ def load_initial_weights(model: MultilevelNet, name_or_path: str) -> None:
     """Copy a stored model's weights into ``model`` (checksum-checked safetensors, never a
     pickle); the architectures must agree, the input size may differ (the network is fully
     convolutional)."""
-    stored, card = load_model(name_or_path)
-    mine, theirs = architecture_of(model), architecture_of(stored)
-    keys = ("levels", "base_filters", "depth", "image_channels", "padding")
-    if any(mine[key] != theirs[key] for key in keys):
-        raise InputError(name_or_path, "train.init_model: the stored model's architecture "
-                         f"{ {k: theirs[k] for k in keys} } differs from [model] "
-                         f"{ {k: mine[k] for k in keys} }")
+    stored, _ = load_model(name_or_path)
+    mine, theirs = _layers(model), _layers(stored)
+    if mine != theirs:
+        raise InputError(name_or_path, f"train.init_model: the stored model's architecture "
+                                       f"{theirs} differs from [model] {mine}")
     model.load_state_dict(stored.state_dict(), strict=True)
+
+
+def _layers(model: MultilevelNet) -> dict:
+    """The architecture without the active levels (training switches those on itself)."""
+    return {k: v for k, v in architecture_of(model).items() if k != "active_levels"}
 
 
 class Trainer:
