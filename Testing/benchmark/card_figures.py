@@ -19,6 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
+from LungDeepRegLib.benchmarks.summary import done_rows, groups, method_summary
 from LungDeepRegLib.io.atomic import write_json, write_text
 from LungDeepRegLib.models.card import render_card_markdown
 from LungDeepRegLib.models.store import resolve_model, verify_checksum
@@ -45,15 +46,13 @@ def bench_synthetic_figures(path: Path, report: dict, label: str) -> dict:
     figures = {"source": str(path.resolve().relative_to(ROOT)),
                "command": report["meta"]["command"]}
     methods = {"initial": "identity", "affine": "affine", label: label}
-    for group in dict.fromkeys(row["group"] for row in report["rows"]):
-        figures[group] = {}
-        for name, method in methods.items():
-            rows = [row for row in report["rows"] if row["group"] == group
-                    and row["method"] == method and row["status"] == "done"]
-            figures[group][name] = {
-                "epe_lung_mm": round(sum(r["epe"]["mean"] for r in rows) / len(rows), 3),
-                "tre_300_mm": round(sum(r["tre"]["mean"] for r in rows) / len(rows), 3),
-                "pairs": len(rows)}
+    for group in groups(report["rows"]):
+        rows = done_rows(report["rows"], group)
+        summaries = {name: method_summary(rows, method) for name, method in methods.items()}
+        figures[group] = {name: {"epe_lung_mm": round(summary["epe"], 3),
+                                 "tre_300_mm": round(summary["tre"]["mean"], 3),
+                                 "pairs": summary["cases"]}
+                          for name, summary in summaries.items()}
     return figures
 
 

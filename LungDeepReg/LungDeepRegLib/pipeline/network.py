@@ -87,7 +87,8 @@ def network_candidates(model: torch.nn.Module, crop_pair: CropPair,
     scores: dict[str, float] = {}
     candidates: dict[str, NetworkResult] = {}
     transforms = {"affine": affine, "identity": sitk.AffineTransform(3)}
-    for name, transform in ((name, transforms[name]) for name in starts):
+    for name in starts:
+        transform = transforms[name]
         grid, fixed, moving, mask = crop_pair(transform)
         with torch.inference_mode():
             if name == "affine":  # the start itself, without the network

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..data.motion import DEFAULT_ATLAS
 from ..io.atomic import write_text
 from ..models import INTENSITY
-from ..models.store import file_sha256, resolve_model, save_model
+from ..models.store import file_sha256, save_model
+from ..models.store import model_card as stored_card
 from .config import Config
 from .trainer import Trainer, TrainingResult, hardware_description
 
@@ -55,10 +56,9 @@ def _data_summary(config: Config) -> dict:
                        atlas_share=data.atlas_share,
                        atlas_exclude=[Path(p).name for p in data.atlas_exclude])
     summary.update(augment=data.augment, affine_free=data.affine_free)
-    if config.train.init_model:  # fine-tuned: which weights it started from
-        start = resolve_model(config.train.init_model)
-        summary["initial_model"] = {"name": start.name,
-                                    "sha256": file_sha256(start.weights)}
+    if config.train.init_model:  # fine-tuned: which weights it started from (the trainer
+        start = stored_card(config.train.init_model)  # loaded them against this checksum)
+        summary["initial_model"] = {"name": start["name"], "sha256": start["sha256"]}
     return summary
 
 
