@@ -17,10 +17,8 @@ from .pipeline.register import (
 )
 from .pipeline.register import register as register_pair
 from .training.config import Config, load_config
-from .training.distributed import shutdown
-from .training.export import export_trained_model
-from .training.sources import build_sources
-from .training.trainer import Trainer, TrainingResult
+from .training.run import export_crops, train_model
+from .training.trainer import TrainingResult
 
 Progress = Callable[[float, str], None]
 
@@ -60,12 +58,13 @@ class LungDeepRegLogic:
         for the defaults); export weights and model card when it finishes."""
         if not isinstance(config, Config):
             config = load_config(config, overrides)
-        train_source, validation_source = build_sources(config)
-        trainer = Trainer(config, train_source, validation_source, progress, should_stop)
-        try:
-            result = trainer.run(resume=resume)
-            if result.status == "finished" and trainer.context.is_main:
-                result.model_path = export_trained_model(trainer, result, command)
-        finally:
-            shutdown(trainer.context)
-        return result
+        return train_model(config, resume=resume, progress=progress, should_stop=should_stop,
+                           command=command)
+
+    def export_crops(self, config: Config | str | Path | None, path: str | Path, *,
+                     overrides: list[str] | None = None) -> Path:
+        """Write the training CTs of ``config`` as a crop cache (``.npz``) that trains
+        where SimpleITK is not installed (e.g. a GPU machine)."""
+        if not isinstance(config, Config):
+            config = load_config(config, overrides)
+        return export_crops(config, path)

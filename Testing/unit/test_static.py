@@ -16,6 +16,7 @@ SOURCES = sorted(ENGINE.rglob("*.py"))
 
 # Layers only look down: a module may import its own subpackage or any lower layer.
 LAYERS = {
+    "optional": -1,  # below everything: it imports nothing from the package
     "errors": 0, "version": 0, "device": 0, "spatial": 0,
     "io": 1, "preprocess": 1,
     "metrics": 2, "losses": 2, "networks": 2,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_helpers import tiny_config_text
 
 import LungDeepRegLib
 from LungDeepRegLib.errors import InputError
@@ -23,34 +24,15 @@ from LungDeepRegLib.losses import TUNED_T, TUNED_WEIGHTS, LossWeights
 from LungDeepRegLib.pipeline.refine import RefineConfig
 from LungDeepRegLib.training.config import LossConfig, config_from_dict, load_config
 
-TINY = """
-[model]
-levels = 2
-base_filters = 4
-depth = 2
-input_size = [24, 20, 24]
-
-[data]
-synthetic_cts = ["{ct}"]
-synthetic_kind = "mixed"
-motion_atlas = "default"
-atlas_share = 0.5
-augment = true
-validation_pairs = 1
-
-[train]
-epochs_per_level = 2
-steps_per_epoch = 3
-pairs_per_step = {pairs}
-checkpoint_every = 1
-seed = 7
-model_name = "tiny"
-"""
-
 
 def tiny_config(folder: Path, shared_data: Path, pairs: int = 1) -> Path:
     path = folder / "tiny.toml"
-    path.write_text(TINY.format(ct=shared_data / "cip" / "ct-64.nrrd", pairs=pairs))
+    path.write_text(tiny_config_text(
+        data={"synthetic_cts": [shared_data / "cip" / "ct-64.nrrd"], "synthetic_kind": "mixed",
+              "motion_atlas": "default", "atlas_share": 0.5, "augment": True,
+              "validation_pairs": 1},
+        train={"epochs_per_level": 2, "steps_per_epoch": 3, "pairs_per_step": pairs,
+               "checkpoint_every": 1, "seed": 7, "model_name": "tiny"}))
     return path
 
 

@@ -24,6 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, help="output folder (train.output_dir)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last checkpoint in the output folder")
+    parser.add_argument("--export-crops", type=Path, metavar="CROPS.npz",
+                        help="do not train: write data.synthetic_cts, cropped to the lungs at "
+                             "model.input_size, as a crop cache; list it in data.synthetic_cts "
+                             "to train where SimpleITK is not installed (a GPU machine)")
     parser.set_defaults(run=run)
 
 
@@ -32,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         overrides.append(f"train.output_dir={json.dumps(str(args.output.resolve()))}")
     config = load_config(args.config, overrides)
+    if args.export_crops is not None:
+        path = LungDeepRegLogic().export_crops(config, args.export_crops)
+        print(f"crop cache written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        return 0
     command = shlex.join(["lungdeepreg", *sys.argv[1:]])
     result = LungDeepRegLogic().train(config, resume=args.resume, command=command,
                                       progress=print_progress)

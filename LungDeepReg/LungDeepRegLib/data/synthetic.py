@@ -14,19 +14,16 @@ This module is the public face of the synthetic data: it re-exports the field ge
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
-from ..io.images import prepare_image, read_image
-from ..preprocess import left_right_lungs, lung_crop_grid, lung_labels, resample_to_grid
+from ..errors import InputError
 from ..preprocess.crop import NETWORK_SIZE
-from ..spatial import Grid, image_to_tensor
 from .augment import augment_pair
+from .crop_cache import CroppedCt, crop_ct, is_crop_cache, load_crops
 from .fields import (
     breathing_field,
     invert_field,
@@ -38,20 +35,11 @@ from .fields import (
 from .motion import MotionAtlas
 from .pairs import DEFAULT_MAX_CC_MM, PairKind, SyntheticPair, draw_field, make_pair
 
-CtSource = str | Path | tuple[sitk.Image, sitk.Image | None]
+# a CT file or DICOM folder, a crop cache (.npz), or (CT image, lung mask or None)
+CtSource = str | Path | tuple
 
 __all__ = ["CtSource", "PairKind", "SyntheticPair", "SyntheticPairSource", "breathing_field",
            "invert_field", "make_pair", "pair_seed", "random_smooth_field"]
-
-
-@dataclass(frozen=True)
-class _Case:
-    """One CT, cropped and resampled to the network grid."""
-
-    name: str
-    hu: torch.Tensor  # (1, 1, z, y, x) float32 HU
-    labels: torch.Tensor  # (1, 1, z, y, x) uint8, 0 / 1 left / 2 right
-    grid: Grid
 
 
 def pair_seed(seed: int, index: int) -> int:
@@ -71,12 +59,15 @@ class SyntheticPairSource(Dataset):
 
     Every CT is read once (:func:`read_image`), its lungs found (:func:`lung_labels`, or the
     given mask split into left and right), cropped (:func:`lung_crop_grid`) and resampled
-    to ``size``; pairs are then made on the fly. Pair ``index`` uses CT
-    ``index % len(cts)`` and a generator seeded by :func:`pair_seed`, so it is the same
-    in every run, process and ``DataLoader`` worker.
+    to ``size`` (:func:`.crop_cache.crop_ct`), or read so prepared from a crop cache; pairs are
+    then made on the fly. Pair ``index`` uses CT ``index % len(self.cases)`` and a generator
+    seeded by :func:`pair_seed`, so it is the same in every run, process and ``DataLoader``
+    worker.
 
     Args:
-        cts: CT file paths (or DICOM folders), or ``(ct image, lung mask or None)`` pairs.
+        cts: CT file paths (or DICOM folders), crop caches (``.npz``, :mod:`.crop_cache`: each
+            gives the CTs it holds, cropped to ``size``), or ``(ct image, lung mask or
+            None)`` pairs.
         size: network grid (x, y, z) voxels.
         seed: the stream; use different seeds for training, validation and benchmarks.
         kind: ``"breathing"``, ``"random"`` or ``"mixed"`` (see :func:`make_pair`).
@@ -110,8 +101,9 @@ class SyntheticPairSource(Dataset):
         self.atlas, self.atlas_share, self.augment = atlas, float(atlas_share), augment
         self.affine_free = affine_free
         excluded = {_resolved(path) for path in atlas_exclude}
-        self.cases = [_load_case(ct, tuple(size), margin_mm) for ct in cts]
-        self.atlas_allowed = [_resolved(case.name) not in excluded for case in self.cases]
+        self.cases = [crop for ct in cts for crop in _crops(ct, tuple(size), margin_mm)]
+        self.atlas_allowed = [not case.atlas_excluded and _resolved(case.name) not in excluded
+                              for case in self.cases]
 
     def pair(self, index: int) -> SyntheticPair:
         """Pair ``index`` of this stream (deterministic in ``(seed, index)``)."""
@@ -133,7 +125,7 @@ class SyntheticPairSource(Dataset):
         pair.kind = kind
         return augment_pair(pair, generator) if self.augment else pair
 
-    def _atlas_field(self, case: _Case, generator: torch.Generator) -> torch.Tensor:
+    def _atlas_field(self, case: CroppedCt, generator: torch.Generator) -> torch.Tensor:
         assert self.atlas is not None
         real = self.atlas.draw(case.grid, case.labels, generator)
         return with_random_detail(real, case.grid, generator)
@@ -154,18 +146,14 @@ def _resolved(path: str | Path) -> str:
     return str(Path(path).resolve())
 
 
-def _load_case(source: CtSource, size: tuple[int, int, int], margin_mm: float) -> _Case:
-    if isinstance(source, (str, Path)):
-        ct, mask, name = read_image(source), None, str(source)
-    else:
-        (ct, mask), name = source, "image"
-        ct = prepare_image(ct, name, "ct")  # float32 HU clipped, as read_image gives
-    if mask is None:
-        labels = lung_labels(ct)
-    else:
-        labels = left_right_lungs(sitk.Cast(mask > 0, sitk.sitkUInt8))
-    grid = lung_crop_grid(ct, labels, size, margin_mm)
-    hu, _ = image_to_tensor(resample_to_grid(ct, grid))
-    label_tensor, _ = image_to_tensor(resample_to_grid(labels, grid, "nearest", default=0),
-                                      dtype=torch.uint8)
-    return _Case(name, hu, label_tensor, grid)
+def _crops(source: CtSource, size: tuple[int, int, int], margin_mm: float
+           ) -> list[CroppedCt]:
+    """The crops of a cache, or of one CT cropped to ``size`` (x, y, z voxels)."""
+    if not is_crop_cache(source):
+        return [crop_ct(source, size, margin_mm)]
+    crops = load_crops(source)
+    for crop in crops:
+        if crop.grid.size != size:
+            raise InputError(source, f"{crop.name} was cropped to {crop.grid.size} voxels, "
+                                     f"not {size}: export the crops at this input size")
+    return crops

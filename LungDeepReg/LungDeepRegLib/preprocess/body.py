@@ -16,11 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
+from ..optional import optional_module
 from .hu import working_hu
 from .voxels import like, slice_axis
+
+sitk = optional_module("SimpleITK")  # absent where training reads a crop cache
 
 BODY_THRESHOLD_HU = -500.0
 AIR_REGION_THRESHOLD_HU = -300.0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import SimpleITK as sitk
-
+from ..optional import optional_module
 from ..spatial.convert import as_float32
+
+sitk = optional_module("SimpleITK")  # absent where training reads a crop cache
 
 
 def shrink_factors(spacing: tuple[float, ...], target_mm: float) -> list[int]:

@@ -13,13 +13,15 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
+from ..optional import optional_module
 from ..spatial.convert import as_float32
 from ..spatial.grid import Grid
 from .body import BODY_THRESHOLD_HU
 from .lung_mask import lung_mask as automatic_lung_mask
+
+sitk = optional_module("SimpleITK")  # absent where training reads a crop cache
 
 NETWORK_SIZE = (192, 160, 192)  # (x, y, z) voxels, Hering et al. 2021
 # the CT range io.images.read_image clips to (repeated here: preprocess may not import io)

@@ -15,10 +15,12 @@ the thresholds used downstream sit hundreds of HU away from both air and tissue.
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 
+from ..optional import optional_module
 from ..spatial.convert import as_float32
 from .coarsen import shrink_factors
+
+sitk = optional_module("SimpleITK")  # absent where training reads a crop cache
 
 HU_MIN, HU_MAX = -1024.0, 3071.0
 UNSIGNED_SHIFT = -1024.0  # added to HU + 1024 storage to get HU back

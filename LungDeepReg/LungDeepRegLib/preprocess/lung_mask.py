@@ -23,13 +23,15 @@ Labels: 1 = left lung, 2 = right lung (patient left is +x in LPS), see :mod:`.si
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
+from ..optional import optional_module
 from .body import AirComponents, fill_holes, find_air, to_ct_grid
 from .hu import working_hu
 from .sides import LATERAL_REACH_MM, left_right_lungs, lung_sides
 from .voxels import bounding_box, like, voxel_ml
+
+sitk = optional_module("SimpleITK")  # absent where training reads a crop cache
 
 AIR_THRESHOLD_HU = -400.0
 GAS_MARGIN_HU = 35.0

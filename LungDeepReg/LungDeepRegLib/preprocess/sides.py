@@ -12,10 +12,12 @@ separates its medial side from any outside air by far more than ``LATERAL_REACH_
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
+from ..optional import optional_module
 from .voxels import bounding_box, like, physical_coordinate
+
+sitk = optional_module("SimpleITK")  # absent where training reads a crop cache
 
 LATERAL_REACH_MM = 40.0
 MIN_SEPARATION_MM = 40.0

@@ -8,7 +8,10 @@ matrix being the identity.
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
+
+from ..optional import optional_module
+
+sitk = optional_module("SimpleITK")  # absent where training reads a crop cache
 
 
 def like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:

@@ -1,6 +1,7 @@
 """Spatial primitives in physical LPS millimetres: grids, sampling, displacement fields.
 
-This is the bottom layer of the engine: it imports nothing else from the package.
+This is the bottom layer of the engine: it imports nothing else from the package but
+:mod:`LungDeepRegLib.optional` (SimpleITK, for images only).
 """
 
 from .convert import field_to_image, image_to_tensor, tensor_to_image

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
+from ..optional import optional_module
 from .grid import Grid
+
+sitk = optional_module("SimpleITK")  # absent where training reads a crop cache
 
 
 def image_to_tensor(image: sitk.Image, dtype: torch.dtype = torch.float32

@@ -15,8 +15,11 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
 import torch
+
+from ..optional import optional_module
+
+sitk = optional_module("SimpleITK")  # absent where training reads a crop cache
 
 Vec3 = tuple[float, float, float]
 

@@ -101,6 +101,7 @@ class TrainConfig:
     epochs_per_level: int = 4
     steps_per_epoch: int = 50
     pairs_per_step: int = 1
+    pair_workers: int = 0  # processes that make training pairs ahead (0: the trainer itself)
     learning_rate: float = 1e-3
     seed: int = 0
     device: str = "auto"

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..data.crop_cache import cached_ct_names, is_crop_cache
 from ..data.motion import DEFAULT_ATLAS
 from ..io.atomic import write_text
 from ..models import INTENSITY
@@ -45,16 +46,35 @@ def model_card(trainer: Trainer, result: TrainingResult, command: str | None) ->
     }
 
 
+def _training_cts(paths: list[str]) -> tuple[list[str], list[str]]:
+    """File names of the training CTs (a crop cache's own CTs in its place), and of those
+    its cache excludes from the motion atlas."""
+    names: list[str] = []
+    excluded: list[str] = []
+    for path in paths:
+        if not is_crop_cache(path):
+            names.append(Path(path).name)
+            continue
+        for name, atlas_excluded in cached_ct_names(path):
+            names.append(Path(name).name)
+            excluded += [Path(name).name] if atlas_excluded else []
+    return names, excluded
+
+
 def _data_summary(config: Config) -> dict:
     data = config.data
-    summary = {"synthetic_cts": [Path(p).name for p in data.synthetic_cts],
-               "synthetic_kind": data.synthetic_kind,
+    cts, cache_excluded = _training_cts(data.synthetic_cts)
+    summary = {"synthetic_cts": cts, "synthetic_kind": data.synthetic_kind,
                "manifest": Path(data.manifest).name if data.manifest else None}
+    caches = [Path(p).name for p in data.synthetic_cts if is_crop_cache(p)]
+    if caches:
+        summary["crop_caches"] = caches
     if data.motion_atlas:
         atlas = DEFAULT_ATLAS if data.motion_atlas == "default" else Path(data.motion_atlas)
         summary.update(motion_atlas=atlas.name, motion_atlas_sha256=file_sha256(atlas),
                        atlas_share=data.atlas_share,
-                       atlas_exclude=[Path(p).name for p in data.atlas_exclude])
+                       atlas_exclude=[Path(p).name for p in data.atlas_exclude]
+                       + cache_excluded)
     summary.update(augment=data.augment, affine_free=data.affine_free)
     if config.train.init_model:  # fine-tuned: which weights it started from (the trainer
         start = stored_card(config.train.init_model)  # loaded them against this checksum)

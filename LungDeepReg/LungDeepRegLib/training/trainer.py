@@ -14,11 +14,11 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -37,13 +37,10 @@ from .distributed import (
     init_distributed,
 )
 from .objective import build_loss, pair_loss
+from .prefetch import PairSource, pair_stream
 
 STAGE_STRIDE = 1_000_000  # pair indices of different stages never overlap
 ProgressCallback = Callable[[float, str], None]
-
-
-class PairSource(Protocol):
-    def pair(self, index: int) -> Any: ...
 
 
 @dataclass
@@ -156,34 +153,46 @@ class Trainer:
         bar = tqdm(total=total, initial=first_step, desc=f"level {stage + 1}/"
                    f"{self.config.model.levels}", disable=not self.context.is_main,
                    dynamic_ncols=True, file=sys.stderr)
-        for step in range(first_step, total):
-            terms = self._optimizer_step(stage, step, optimizer, t)
-            bar.update(1)
-            bar.set_postfix(loss=f"{terms['total']:.4f}")
-            done = step + 1
-            self._log({"stage": stage, "step": done, "t": t, **terms})
-            self._report_progress(stage, done, total)
-            if done % train.steps_per_epoch == 0:
-                self._validate(stage, done // train.steps_per_epoch, t)
-            if done == total:
-                self._checkpoint(stage + 1, 0, optimizer, started)
-            elif done % train.checkpoint_every == 0:
-                self._checkpoint(stage, done, optimizer, started)
-            if self.should_stop():
-                self._checkpoint(stage, done, optimizer, started)
-                bar.close()
-                return False
-        bar.close()
+        # closing: an early stop also stops the pair workers of the unfinished stage
+        with bar, closing(self._step_pairs(stage, first_step, total)) as pairs:
+            for step in range(first_step, total):
+                terms = self._optimizer_step(optimizer, t, next(pairs))
+                bar.update(1)
+                bar.set_postfix(loss=f"{terms['total']:.4f}")
+                done = step + 1
+                self._log({"stage": stage, "step": done, "t": t, **terms})
+                self._report_progress(stage, done, total)
+                if done % train.steps_per_epoch == 0:
+                    self._validate(stage, done // train.steps_per_epoch, t)
+                if done == total:
+                    self._checkpoint(stage + 1, 0, optimizer, started)
+                elif done % train.checkpoint_every == 0:
+                    self._checkpoint(stage, done, optimizer, started)
+                if self.should_stop():
+                    self._checkpoint(stage, done, optimizer, started)
+                    return False
         return True
 
-    def _optimizer_step(self, stage: int, step: int, optimizer: torch.optim.Optimizer,
-                        t: float) -> dict[str, float]:
+    def _step_pairs(self, stage: int, first_step: int, total: int) -> Iterator[list[Any]]:
+        """This rank's pairs of each step from ``first_step`` on, made ahead by
+        ``train.pair_workers`` processes (:mod:`.prefetch`)."""
+        per_step = self.config.train.pairs_per_step
+        positions = self.context.my_positions(per_step)
+        indices = [stage * STAGE_STRIDE + step * per_step + position
+                   for step in range(first_step, total) for position in positions]
+        stream = pair_stream(self.train_source, indices, self.config.train.pair_workers)
+        try:
+            for _ in range(first_step, total):
+                yield [next(stream) for _ in positions]
+        finally:
+            stream.close()
+
+    def _optimizer_step(self, optimizer: torch.optim.Optimizer, t: float,
+                        step_pairs: list[Any]) -> dict[str, float]:
         pairs = self.config.train.pairs_per_step
         sums: dict[str, float] = {}
         self.model.train()
-        for position in self.context.my_positions(pairs):
-            index = stage * STAGE_STRIDE + step * pairs + position
-            pair = self.train_source.pair(index)
+        for pair in step_pairs:
             with self._autocast():
                 total, terms = pair_loss(self.model, pair, self.loss, self.config.loss, t,
                                          self.device)
@@ -193,7 +202,7 @@ class Trainer:
         average_gradients(self._trainable(), self.context, pairs)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        count = max(1, len(self.context.my_positions(pairs)))
+        count = max(1, len(step_pairs))
         return {name: value / count for name, value in sums.items()}
 
     # --------------------------------------------------------------------- helpers
