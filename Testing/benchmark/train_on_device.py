@@ -17,7 +17,7 @@ may run 10 minutes. So the CTs are cropped here first (``lungdeepreg train --con
 
 It runs on a CPU as well (the test suite runs it at a tiny size), only slower.
 
-Example (README, "Training on a GPU machine"), on the device::
+Example (README, "Training where SimpleITK is missing"), on the device::
 
     python Testing/benchmark/train_on_device.py \\
         --config Testing/benchmark/configs/allct192_affine_free.toml \\

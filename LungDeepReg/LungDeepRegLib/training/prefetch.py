@@ -1,8 +1,8 @@
 """Training pairs made ahead, in worker processes, in the order the trainer asks for them.
 
 A synthetic pair costs far more than the optimiser step it feeds when the step runs on a
-GPU: at 128x112x128 one pair took 1.4 s on two CPU threads (mostly ``grid_sample`` in the
-field inversion and warps), and at 192x160x192 it is about three times that. The trainer
+GPU: on two CPU threads one pair took 1.4-1.7 s at 128x112x128 (mostly ``grid_sample`` in
+the field inversion and warps) and 7.0 s at 192x160x192 (session 13). The trainer
 knows in advance which pair indices each step uses (pairs depend on their index alone), so
 ``train.pair_workers`` processes can make them while the GPU trains; each worker uses one
 CPU thread (PyTorch's ``DataLoader`` default) and the pairs come back through shared memory.
