@@ -18,6 +18,8 @@ from LungDeepRegLib.data.crop_cache import load_crops
 from LungDeepRegLib.data.motion import MotionAtlas
 from LungDeepRegLib.data.synthetic import SyntheticPairSource
 from LungDeepRegLib.errors import InputError
+from LungDeepRegLib.training.config import load_config
+from LungDeepRegLib.training.sources import VALIDATION_SEED_OFFSET, build_sources
 
 DEVICE_SCRIPT = Path(__file__).resolve().parents[1] / "benchmark" / "train_on_device.py"
 SIZE = (24, 20, 24)
@@ -81,6 +83,15 @@ def test_pairs_from_a_crop_cache_match_pairs_from_the_cts(exported, shared_data)
         assert float(difference.max()) < 0.25 and float(difference.mean()) < 0.01
         # HU rounded to whole HU (1/4095 in network intensity), before any augmentation
         assert float((got.fixed - want.fixed).abs().mean()) < 1e-3
+
+
+def test_training_and_validation_pairs_share_the_crops_read_once(exported):
+    config, cache = exported
+    training, validation = build_sources(load_config(config, [
+        f"data.synthetic_cts={json.dumps([str(cache)])}", "data.atlas_exclude=[]"]))
+    assert validation.cases is training.cases  # the cache was read once
+    assert validation.seed == training.seed + VALIDATION_SEED_OFFSET
+    assert not torch.equal(validation.pair(0).field, training.pair(0).field)
 
 
 def test_a_cache_of_another_size_is_refused(exported):

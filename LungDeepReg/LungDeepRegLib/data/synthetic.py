@@ -13,6 +13,7 @@ This module is the public face of the synthetic data: it re-exports the field ge
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -104,6 +105,14 @@ class SyntheticPairSource(Dataset):
         self.cases = [crop for ct in cts for crop in _crops(ct, tuple(size), margin_mm)]
         self.atlas_allowed = [not case.atlas_excluded and _resolved(case.name) not in excluded
                               for case in self.cases]
+
+    def with_seed(self, seed: int) -> SyntheticPairSource:
+        """The same CTs and options with another stream (e.g. validation pairs): the CTs
+        are not read or cropped again."""
+        pair_seed(seed, 0)  # validates the seed
+        other = copy.copy(self)
+        other.seed = int(seed)
+        return other
 
     def pair(self, index: int) -> SyntheticPair:
         """Pair ``index`` of this stream (deterministic in ``(seed, index)``)."""

@@ -43,9 +43,9 @@ def build_sources(config: Config) -> tuple[Any, Any | None]:
         options = {"size": size, "kind": data.synthetic_kind, "atlas": _atlas(config),
                    "atlas_share": data.atlas_share, "atlas_exclude": data.atlas_exclude,
                    "augment": data.augment, "affine_free": data.affine_free}
-        train.append(SyntheticPairSource(data.synthetic_cts, seed=data.seed, **options))
-        validation.append(SyntheticPairSource(
-            data.synthetic_cts, seed=data.seed + VALIDATION_SEED_OFFSET, **options))
+        synthetic = SyntheticPairSource(data.synthetic_cts, seed=data.seed, **options)
+        train.append(synthetic)
+        validation.append(synthetic.with_seed(data.seed + VALIDATION_SEED_OFFSET))
     if data.manifest:
         from ..data.manifest import ManifestPairSource
 
