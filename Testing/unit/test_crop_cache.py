@@ -43,7 +43,7 @@ def write_config(folder: Path, cts: list[Path], excluded: list[Path]) -> Path:
     path.write_text(tiny_config_text(
         data={"synthetic_cts": cts, "synthetic_kind": "mixed", "motion_atlas": "default",
               "atlas_share": 0.5, "atlas_exclude": excluded, "augment": True,
-              "validation_pairs": 1},
+              "small_motion_share": 0.5, "validation_pairs": 1},
         train={"epochs_per_level": 1, "steps_per_epoch": 2, "checkpoint_every": 1, "seed": 3,
                "model_name": "from-cache"}))
     return path
@@ -151,6 +151,7 @@ def test_the_device_script_trains_from_a_crop_cache_without_simpleitk(exported, 
     assert data["synthetic_cts"] == ["ct-64.nrrd", "example_ct.nii.gz"]
     assert data["crop_caches"] == ["crops.npz"]
     assert data["atlas_exclude"] == ["example_ct.nii.gz"]
+    assert data["small_motion_share"] == 0.5
 
 
 def test_without_simpleitk_reading_a_ct_names_what_is_missing(shared_data):

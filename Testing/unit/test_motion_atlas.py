@@ -22,6 +22,7 @@ from LungDeepRegLib.data.motion import (
     atlas_from_fields,
     lung_box,
 )
+from LungDeepRegLib.data.synthetic import SMALL_MOTION_SCALE
 from LungDeepRegLib.io.images import read_image
 from LungDeepRegLib.spatial import Grid, compose, jacobian_determinant
 
@@ -150,3 +151,24 @@ def test_affine_free_pairs_keep_only_what_an_affine_cannot_explain(ct_path):
     plain = SyntheticPairSource([ct_path], SIZE, seed=3, kind="mixed").pair(0)
     residual = float(pair.field[0][:, inside].norm(dim=0).mean())
     assert 0.5 < residual < float(plain.field[0][:, inside].norm(dim=0).mean())
+
+
+def test_small_motion_pairs_scale_the_same_field_toward_none(ct_path):
+    """``small_motion_share`` 1: every pair moves by the field it would have had, scaled
+    by one factor in [0, SMALL_MOTION_SCALE] (breaths between nearby phases); share 0
+    leaves the stream as it was, and a share outside [0, 1] is refused."""
+    options = {"kind": "mixed", "affine_free": True}
+    plain = SyntheticPairSource([ct_path], SIZE, seed=3, **options)
+    small = SyntheticPairSource([ct_path], SIZE, seed=3, small_motion_share=1.0, **options)
+    unchanged = SyntheticPairSource([ct_path], SIZE, seed=3, small_motion_share=0.0, **options)
+    scales = []
+    for index in range(2):
+        full, scaled = plain.pair(index).field, small.pair(index).field
+        scale = float((full * scaled).sum() / (full * full).sum())
+        assert 0.0 <= scale <= SMALL_MOTION_SCALE
+        assert float((scaled - scale * full).abs().max()) < 1e-3 + 1e-3 * float(full.abs().max())
+        assert torch.allclose(unchanged.pair(index).field, full, atol=1e-4)
+        scales.append(scale)
+    assert scales[0] != scales[1]  # drawn per pair
+    with pytest.raises(ValueError, match="small_motion_share"):
+        SyntheticPairSource([ct_path], SIZE, small_motion_share=1.5)

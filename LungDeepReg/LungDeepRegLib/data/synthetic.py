@@ -38,6 +38,11 @@ from .pairs import DEFAULT_MAX_CC_MM, PairKind, SyntheticPair, draw_field, make_
 
 # a CT file or DICOM folder, a crop cache (.npz), or (CT image, lung mask or None)
 CtSource = str | Path | tuple
+#: Scale of a small-motion pair's field: U(0, this) times its drawn size. The affine-free
+#: fields are about 1.5-3 mm in the lung; real pairs of nearby breathing phases leave a
+#: fraction of a millimetre after the affine (POPI light 00 -> 10: 0.5 mm mean TRE before
+#: any registration), and a scan against itself none at all.
+SMALL_MOTION_SCALE = 0.3
 
 __all__ = ["CtSource", "PairKind", "SyntheticPair", "SyntheticPairSource", "breathing_field",
            "invert_field", "make_pair", "pair_seed", "random_smooth_field"]
@@ -84,6 +89,14 @@ class SyntheticPairSource(Dataset):
         affine_free: remove the least-squares affine part (in the lungs) of every field
             (:func:`.fields.without_affine_part`): the residual motion that the pipeline's
             affine pre-alignment leaves to the network.
+        small_motion_share: share of the pairs whose field is scaled by U(0,
+            :data:`SMALL_MOTION_SCALE`): breaths between nearby phases, down to no motion.
+            Networks trained without them add their usual motion to a pair that barely
+            moves: 0.50 mm mean in the lung for two identical images; a round with a
+            quarter of such pairs halved that, but found less of the real motion on the
+            tuning pairs (Testing/benchmark/results/network_small_motion.md,
+            network_motion_share_af4.md). 0 (the default) draws nothing more, so the pairs
+            of the other options stay as they were.
         **pair_options: passed to :func:`make_pair` (``max_cc_mm``, ``intensity_change``,
             ``noise``).
     """
@@ -93,7 +106,7 @@ class SyntheticPairSource(Dataset):
                  margin_mm: float = 10.0, atlas: MotionAtlas | None = None,
                  atlas_share: float = 0.5, atlas_exclude: Sequence[str | Path] = (),
                  augment: bool = False, affine_free: bool = False,
-                 **pair_options: object) -> None:
+                 small_motion_share: float = 0.0, **pair_options: object) -> None:
         if not cts:
             raise ValueError("SyntheticPairSource needs at least one CT")
         pair_seed(seed, 0)  # validates the seed
@@ -101,6 +114,9 @@ class SyntheticPairSource(Dataset):
         self.pair_options = pair_options
         self.atlas, self.atlas_share, self.augment = atlas, float(atlas_share), augment
         self.affine_free = affine_free
+        if not 0.0 <= small_motion_share <= 1.0:
+            raise ValueError(f"small_motion_share must lie in [0, 1], got {small_motion_share}")
+        self.small_motion_share = float(small_motion_share)
         excluded = {_resolved(path) for path in atlas_exclude}
         self.cases = [crop for ct in cts for crop in _crops(ct, tuple(size), margin_mm)]
         self.atlas_allowed = [not case.atlas_excluded and _resolved(case.name) not in excluded
@@ -126,13 +142,21 @@ class SyntheticPairSource(Dataset):
         kind = self.kind if field is None else "atlas"
         if self.affine_free:
             if field is None:
-                max_cc_mm = self.pair_options.get("max_cc_mm", DEFAULT_MAX_CC_MM)
-                field = draw_field(self.kind, case.grid, case.labels, generator, max_cc_mm)
+                field = self._drawn_field(case, generator)
             field = without_affine_part(field, case.grid, case.labels)
+        if self.small_motion_share and uniform(generator, 0.0, 1.0) < self.small_motion_share:
+            if field is None:
+                field = self._drawn_field(case, generator)
+            field = field * uniform(generator, 0.0, SMALL_MOTION_SCALE)
         pair = make_pair(case.hu, case.labels, case.grid, generator, self.kind,
                          labels=case.labels, field=field, **self.pair_options)
         pair.kind = kind
         return augment_pair(pair, generator) if self.augment else pair
+
+    def _drawn_field(self, case: CroppedCt, generator: torch.Generator) -> torch.Tensor:
+        """A field of the ``kind`` model, as :func:`make_pair` would draw it."""
+        max_cc_mm = self.pair_options.get("max_cc_mm", DEFAULT_MAX_CC_MM)
+        return draw_field(self.kind, case.grid, case.labels, generator, max_cc_mm)
 
     def _atlas_field(self, case: CroppedCt, generator: torch.Generator) -> torch.Tensor:
         assert self.atlas is not None

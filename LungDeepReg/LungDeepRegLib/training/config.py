@@ -91,6 +91,7 @@ class DataConfig:
     atlas_exclude: list[str] = field(default_factory=list)  # CTs that keep `synthetic_kind`
     augment: bool = False  # blur, HU offset, noise, cut moving field of view
     affine_free: bool = False  # remove each field's affine part (what the affine leaves)
+    small_motion_share: float = 0.0  # pairs whose motion is scaled toward none (nearby phases)
     manifest: str = ""
     seed: int = 0
     validation_pairs: int = 4

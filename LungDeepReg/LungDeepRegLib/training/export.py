@@ -76,6 +76,8 @@ def _data_summary(config: Config) -> dict:
                        atlas_exclude=[Path(p).name for p in data.atlas_exclude]
                        + cache_excluded)
     summary.update(augment=data.augment, affine_free=data.affine_free)
+    if data.small_motion_share:
+        summary["small_motion_share"] = data.small_motion_share
     if config.train.init_model:  # fine-tuned: which weights it started from (the trainer
         start = stored_card(config.train.init_model)  # loaded them against this checksum)
         summary["initial_model"] = {"name": start["name"], "sha256": start["sha256"]}

@@ -42,7 +42,8 @@ def build_sources(config: Config) -> tuple[Any, Any | None]:
     if data.synthetic_cts:
         options = {"size": size, "kind": data.synthetic_kind, "atlas": _atlas(config),
                    "atlas_share": data.atlas_share, "atlas_exclude": data.atlas_exclude,
-                   "augment": data.augment, "affine_free": data.affine_free}
+                   "augment": data.augment, "affine_free": data.affine_free,
+                   "small_motion_share": data.small_motion_share}
         synthetic = SyntheticPairSource(data.synthetic_cts, seed=data.seed, **options)
         train.append(synthetic)
         validation.append(synthetic.with_seed(data.seed + VALIDATION_SEED_OFFSET))
