@@ -54,22 +54,29 @@ def lung_mean(vectors: torch.Tensor, lungs: torch.Tensor) -> float:
     return float(vectors[0].permute(1, 2, 3, 0)[lungs].norm(dim=1).mean())
 
 
-@torch.no_grad()
-def synthetic_row(model_name: str, config_path: Path, count: int) -> list[str]:
+def validation_pairs(config_path: Path, count: int) -> tuple[tuple[int, ...], list, list]:
+    """(input size, the first ``count`` validation pairs of the config, the same pairs with
+    small motion): made once, shared by every model."""
     config = load_config(config_path)
     _, plain = build_sources(config)
     small_config = replace(config, data=replace(config.data, small_motion_share=1.0))
     _, small = build_sources(small_config)
+    return (tuple(config.model.input_size), [plain.pair(i) for i in range(count)],
+            [small.pair(i) for i in range(count)])
+
+
+@torch.no_grad()
+def synthetic_row(model_name: str, size: tuple[int, ...], plain: list, small: list
+                  ) -> list[str]:
     model, card = load_model(model_name)
     model.eval()
-    if tuple(card["input"]["size_xyz"]) != tuple(config.model.input_size):
+    if tuple(card["input"]["size_xyz"]) != size:
         return [Path(model_name).stem, "other input size", "", "", ""]
     still, errors, nothing = [], [], []
-    for index in range(count):
-        pair = plain.pair(index)
+    for pair in plain:
         lungs = pair.fixed_mask[0, 0] > 0
         still.append(lung_mean(model(pair.fixed, pair.fixed, pair.grid), lungs))
-        pair = small.pair(index)
+    for pair in small:
         lungs = pair.fixed_mask[0, 0] > 0
         output = model(pair.fixed, pair.moving, pair.grid).float()
         errors.append(lung_mean(output - pair.field, lungs))
@@ -107,9 +114,10 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     made = header(__file__, args.threads)
     work = Path(tempfile.mkdtemp(prefix="small_motion_"))
+    size, plain, small = validation_pairs(args.config, args.pairs)
     synthetic, real = [], []
     for model in args.model:
-        synthetic.append(synthetic_row(model, args.config, args.pairs))
+        synthetic.append(synthetic_row(model, size, plain, small))
         print(" | ".join(synthetic[-1]), flush=True)
         real.append(real_still_row(model, args.threads, work))
         print(" | ".join(real[-1]), flush=True)
