@@ -179,12 +179,14 @@ def test_register_bad_input_exits_2_and_writes_nothing(small_pair, tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_register_with_the_shipped_model_refines_from_the_better_start(small_pair, tmp_path):
-    """The shipped network runs from two starts; the refinement starts from the better
-    network result and from the affine alone, and records which one it continued."""
+def test_a_two_start_model_refines_from_the_better_start(small_pair, tmp_path):
+    """A network trained on motion with its affine part (the shipped lungdeepreg-popi-cpu)
+    runs from two starts; the refinement starts from the better network result and from
+    the affine alone, and records which one it continued."""
     out = tmp_path / "out"
     result = lungdeepreg("register", "--fixed", small_pair["fixed"], "--moving",
                          small_pair["moving"], "--out", out, "--no-report",
+                         "--model", "lungdeepreg-popi-cpu",
                          "--fixed-landmarks", small_pair["fixed_landmarks"],
                          "--moving-landmarks", small_pair["moving_landmarks"])
     assert result.returncode == 0, result.stderr[-3000:]

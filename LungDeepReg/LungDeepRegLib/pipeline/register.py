@@ -54,7 +54,12 @@ from .pair import PreparedPair, RegistrationInputs, prepare, read_points
 from .refine_config import RefineConfig
 from .validate import check_inputs, check_landmarks_inside
 
-DEFAULT_MODEL = "lungdeepreg-popi-cpu"
+# Trained on synthetic breathing of four CTs without its affine part, run on 96x80x96 crops.
+# Chosen on the POPI tuning pairs by the rule of README ("Should af7 replace the default?"):
+# full pipeline 1.51 mm against 1.56 (lungdeepreg-popi-cpu) and 1.55 (optimisation alone),
+# network alone 2.15 against 3.45 mm, 0.96x the previous default's time
+# (Testing/benchmark/results/network_input_size.md).
+DEFAULT_MODEL = "lungdeepreg-allct-af7-cpu"
 Progress = Callable[[float, str], None]
 
 
