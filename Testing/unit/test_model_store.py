@@ -15,6 +15,7 @@ from LungDeepRegLib.models import (
     file_sha256,
     load_model,
     model_card,
+    model_names,
     read_header,
     render_card_markdown,
     resolve_model,
@@ -196,6 +197,25 @@ def test_available_models_still_reads_shipped_cards():
     cards = available_models()
     assert isinstance(cards, list)
     assert all("name" in card for card in cards)
+
+
+def test_every_shipped_model_loads_with_its_checksum_and_the_default_is_one():
+    """The weights in the package match their cards' SHA-256, and the default model is
+    shipped, runs from the affine start alone (it learnt motion without its affine part) and
+    carries its real-pair and unseen-CT figures, each from a results file in the repository."""
+    from LungDeepRegLib.pipeline.network import network_starts
+    from LungDeepRegLib.pipeline.register import DEFAULT_MODEL
+
+    root = Path(__file__).resolve().parents[2]
+    assert DEFAULT_MODEL in model_names()
+    for name in model_names():
+        files = resolve_model(name)
+        card = json.loads(files.card.read_text(encoding="utf-8"))
+        assert verify_checksum(files.weights, card["sha256"]) == card["sha256"]
+    card = json.loads(resolve_model(DEFAULT_MODEL).card.read_text(encoding="utf-8"))
+    assert network_starts(card) == ("affine",)
+    for figures in ("real_pairs", "held_out_synthetic_pairs"):
+        assert (root / card["metrics"][figures]["source"]).is_file()
 
 
 def test_store_never_unpickles():
