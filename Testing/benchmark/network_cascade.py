@@ -21,11 +21,17 @@ import time
 from pathlib import Path
 
 import torch
-from network_motion_share import DEFAULT_CONFIG, RESULTS, agreement, registered, table
+from network_motion_share import (
+    DEFAULT_CONFIG,
+    RESULTS,
+    adapted_models,
+    agreement,
+    registered,
+    table,
+)
 from provenance import header
 from tune_self_checks import declared_pairs
 
-import LungDeepRegLib.pipeline.register as register_module
 from LungDeepRegLib.models.store import load_model
 from LungDeepRegLib.spatial import Grid
 from LungDeepRegLib.spatial.flow import compose, warp
@@ -50,14 +56,8 @@ class Cascade(torch.nn.Module):
 
 def real_rows(model: str, passes: int, threads: int, work: Path) -> list[list[str]]:
     """Network-only TRE of the cascade on each tuning pair (the pipeline's own run)."""
-    load = register_module._load
-
-    def cascaded(name: str, device: torch.device):
-        network, card = load(name, device)
-        return Cascade(network, passes).eval(), card
-
-    register_module._load = cascaded  # the only change: the model the pipeline runs
-    try:
+    # the only change: the model the pipeline runs
+    with adapted_models(lambda network, card: (Cascade(network, passes).eval(), card)):
         rows = []
         for pair in declared_pairs():
             if pair["role"] != "tuning" or pair["kind"] != "same subject":
@@ -69,9 +69,7 @@ def real_rows(model: str, passes: int, threads: int, work: Path) -> list[list[st
                          metrics["run"]["network_start"].get("start", ""),
                          f"{time.perf_counter() - started:.1f}"])
             print(" | ".join(rows[-1]), flush=True)
-        return rows
-    finally:
-        register_module._load = load
+    return rows
 
 
 @torch.no_grad()

@@ -22,34 +22,20 @@ import tempfile
 from pathlib import Path
 
 import torch
-from network_motion_share import RESULTS, registered, table
+from network_motion_share import RESULTS, adapted_models, registered, table
 from provenance import header
 from tune_self_checks import declared_pairs
-
-import LungDeepRegLib.pipeline.register as register_module
-
-
-def sized(size: list[int] | None):
-    """A ``register._load`` whose card asks for crops of ``size`` (None: as trained)."""
-    load = register_module._load
-
-    def loader(name: str, device: torch.device):
-        network, card = load(name, device)
-        if size is not None and card is not None:
-            card = {**card, "input": {**card["input"], "size_xyz": list(size)}}
-        return network, card
-    return loader
 
 
 def run(pair: dict, work: Path, threads: int, model: str, iterations: int | None,
         size: list[int] | None) -> dict:
-    load = register_module._load
-    register_module._load = sized(size)
-    try:
-        _, _, metrics = registered(pair, work, threads, model, iterations)
-    finally:
-        register_module._load = load
-    return metrics
+    """``register`` with ``model``'s crops of ``size`` (x, y, z; None: as trained)."""
+    def sized(network: torch.nn.Module, card: dict) -> tuple[torch.nn.Module, dict]:
+        if size is None:
+            return network, card
+        return network, {**card, "input": {**card["input"], "size_xyz": list(size)}}
+    with adapted_models(sized):
+        return registered(pair, work, threads, model, iterations)[2]
 
 
 def rows_for(pair: dict, work: Path, threads: int, variants: list[tuple]) -> list[list[str]]:

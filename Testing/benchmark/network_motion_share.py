@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -30,6 +32,7 @@ import torch
 from provenance import header
 from tune_self_checks import declared_pairs
 
+import LungDeepRegLib.pipeline.register as register_module
 from LungDeepRegLib.models.store import load_model
 from LungDeepRegLib.pipeline.register import RegistrationInputs, RegistrationOptions, register
 from LungDeepRegLib.training.config import load_config
@@ -50,6 +53,24 @@ def agreement(network: torch.Tensor, reference: torch.Tensor) -> dict[str, float
             "cosine": dot / max((reference_norm * network_norm) ** 0.5, 1e-12),
             "reference_mm": float(reference.norm(dim=1).mean()),
             "error_mm": float((network - reference).norm(dim=1).mean())}
+
+
+@contextmanager
+def adapted_models(adapt: Callable[[torch.nn.Module, dict], tuple[torch.nn.Module, dict]]
+                   ) -> Iterator[None]:
+    """Within the block, every model ``register`` loads passes through ``adapt(network,
+    card)`` (e.g. a wrapper module, or a card asking for another crop size); the pipeline's
+    own loader comes back afterwards. For ablations only: nothing is written."""
+    load = register_module._load
+
+    def adapted(name: str, device: torch.device):
+        network, card = load(name, device)
+        return (network, card) if network is None else adapt(network, card)
+    register_module._load = adapted
+    try:
+        yield
+    finally:
+        register_module._load = load
 
 
 def registered(pair: dict, out: Path, threads: int, model: str,

@@ -209,10 +209,9 @@ def test_every_shipped_model_loads_with_its_checksum_and_the_default_is_one():
     root = Path(__file__).resolve().parents[2]
     assert DEFAULT_MODEL in model_names()
     for name in model_names():
-        files = resolve_model(name)
-        card = json.loads(files.card.read_text(encoding="utf-8"))
-        assert verify_checksum(files.weights, card["sha256"]) == card["sha256"]
-    card = json.loads(resolve_model(DEFAULT_MODEL).card.read_text(encoding="utf-8"))
+        card = model_card(name)
+        assert verify_checksum(resolve_model(name).weights, card["sha256"]) == card["sha256"]
+    card = model_card(DEFAULT_MODEL)
     assert network_starts(card) == ("affine",)
     for figures in ("real_pairs", "held_out_synthetic_pairs"):
         assert (root / card["metrics"][figures]["source"]).is_file()
