@@ -79,13 +79,31 @@ def markdown(report: dict) -> str:
                      f"{' / '.join(f'{v:.2f}' for v in case['initial'])} | "
                      + " | ".join(cells) + f" | {ratio} | {_ratio(case, full, 'lungdeepreg-opt')}"
                      f" | {_ratio(case, full, 'lungdeepreg-opt', 'time_s')} | "
-                     f"{start.get('refined_from', '?')}{trusted} ({start.get('kept', '?')}) |")
-    lines += ["", "Means over the pairs of each role (TRE mean, time in s):", "",
+                     f"{_start_label(start.get('refined_from'))}{trusted} "
+                     f"({_start_label(start.get('kept'))}) |")
+    lines += ["", _network_start_count(report["rows"]), "",
+              "Means over the pairs of each role (TRE mean, time in s):", "",
               "| role | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for role, means in report["means"].items():
         lines.append(f"| {role} | " + " | ".join(
             f"{means[m]['tre']:.2f} mm, {means[m]['time_s']:.1f} s" for m in methods) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _start_label(name: str | None) -> str:
+    """A start's name in ``metrics.json`` as a reader takes it: the network's starts are named
+    by the pre-alignment they continue ("affine", "identity")."""
+    return {None: "?", "affine": "network after affine",
+            "identity": "network from identity"}.get(name, name)
+
+
+def _network_start_count(rows: list[dict]) -> str:
+    """How often the full pipeline refined from a network's start (issue 15 asks for it)."""
+    starts = [row.get("network_start", {}).get("refined_from") for row in rows]
+    known = [name for name in starts if name is not None]
+    network = sum(name in ("affine", "identity") for name in known)
+    return (f"The full pipeline refined from the network's start on {network} of {len(known)} "
+            "pairs (the others: from the affine start without the network).")
 
 
 def _ratio(case: dict, a: str, b: str, key: str = "tre") -> str:
