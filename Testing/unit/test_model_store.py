@@ -203,7 +203,7 @@ def test_every_shipped_model_loads_with_its_checksum_and_the_default_is_one():
     """The weights in the package match their cards' SHA-256, and the default model is
     shipped, runs from the affine start alone (it learnt motion without its affine part) and
     carries its real-pair and unseen-CT figures, each from a results file in the repository."""
-    from LungDeepRegLib.pipeline.network import network_starts
+    from LungDeepRegLib.pipeline.network import network_starts, trust_ratio
     from LungDeepRegLib.pipeline.register import DEFAULT_MODEL
 
     root = Path(__file__).resolve().parents[2]
@@ -215,6 +215,21 @@ def test_every_shipped_model_loads_with_its_checksum_and_the_default_is_one():
     assert network_starts(card) == ("affine",)
     for figures in ("real_pairs", "held_out_synthetic_pairs"):
         assert (root / card["metrics"][figures]["source"]).is_file()
+    # the default trusts its own start below a ratio measured for it on the tuning data
+    assert 0.0 < trust_ratio(card) < 1.0
+    assert (root / card["refinement"]["source"]).is_file()
+
+
+def test_a_card_sets_its_own_trust_ratio_and_a_bad_one_is_named():
+    """``refinement.trust_ratio`` of a card decides when its network's start is refined
+    alone; a card without it falls back to the pipeline's default (never)."""
+    from LungDeepRegLib.pipeline.network import TRUST_RATIO, trust_ratio
+
+    assert trust_ratio({"name": "m"}) == TRUST_RATIO == 0.0
+    assert trust_ratio({"name": "m", "refinement": {"trust_ratio": 0.85}}) == 0.85
+    for bad in (-0.1, "0.9", True, float("nan")):
+        with pytest.raises(InputError, match="model card 'm'.*trust_ratio"):
+            trust_ratio({"name": "m", "refinement": {"trust_ratio": bad}})
 
 
 def test_store_never_unpickles():

@@ -16,6 +16,7 @@ from LungDeepRegLib.io.transforms import read_field
 from LungDeepRegLib.metrics.landmarks import map_points
 from LungDeepRegLib.models.store import load_model, save_model
 from LungDeepRegLib.pipeline import network
+from LungDeepRegLib.pipeline import register as register_module
 from LungDeepRegLib.pipeline.register import RegistrationInputs, RegistrationOptions, register
 
 
@@ -211,7 +212,7 @@ def test_a_two_start_model_refines_from_the_better_start(small_pair, tmp_path):
 def test_a_trusted_network_start_is_refined_alone(small_pair, tmp_path, monkeypatch, ratio):
     """When the network matches far better than the affine start, only its short schedule
     runs; the affine start is still compared at the end, so nothing worse can be kept."""
-    monkeypatch.setattr(network, "TRUST_RATIO", ratio)
+    monkeypatch.setattr(register_module, "trust_ratio", lambda card: ratio)  # the card's
     monkeypatch.setattr(network, "DROP_RATIO", float("inf"))  # this pair's network is worse
     inputs = RegistrationInputs(fixed=small_pair["fixed"], moving=small_pair["moving"])
     metrics = register(inputs, tmp_path / "out", RegistrationOptions(report=False)).metrics
@@ -233,6 +234,7 @@ def test_an_outmatched_network_start_is_compared_but_not_refined(small_pair, tmp
     """When the network matches far worse than the affine start, the refinement runs from
     the affine start alone; the network's start is still compared at the end."""
     monkeypatch.setattr(network, "DROP_RATIO", ratio)
+    monkeypatch.setattr(register_module, "trust_ratio", lambda card: 0.0)  # never trusted
     inputs = RegistrationInputs(fixed=small_pair["fixed"], moving=small_pair["moving"])
     metrics = register(inputs, tmp_path / "out", RegistrationOptions(report=False)).metrics
     start = metrics["run"]["network_start"]

@@ -212,6 +212,9 @@ def render_card_markdown(card: dict[str, Any]) -> str:
     lines += ["<!-- generated from the JSON model card; do not edit by hand -->", ""]
     lines += _summary(card) + ["", "## Training", ""] + _training(card.get("training", {}))
     lines += ["", "## Metrics", ""] + _metrics(card.get("metrics", {}))
+    if card.get("refinement"):  # pipeline settings measured for this model
+        lines += ["", "## Refinement", "", "| Setting | Value |", "|---|---|",
+                  *(f"| {k} | {_cell(v)} |" for k, v in _flatten(card["refinement"]))]
     lines += ["", "## License and attribution", "",
               f"License: {card.get('license', 'not recorded')}", "",
               str(card.get("attribution", "")), ""]

@@ -27,16 +27,19 @@ from dataclasses import dataclass
 import SimpleITK as sitk
 import torch
 
+from ..errors import InputError
 from ..losses.functional import ngf_distance
 from ..spatial import Grid, warp
 
 NO_NETWORK = "affine, no network"
 # Network NGF below this share of the affine start's: refine the network's start alone.
-# Off (0.0) by default. On the two real tuning pairs (shares 0.90-0.92) trusting cost no
-# accuracy and saved 0.8-2.8 s (results/network_trust.md, at 0.95), but on the demo pair
-# (synthetic, share 0.30) it gave 0.69 instead of 0.45 mm and saved nothing: as
-# multistart's docstring found, a start's match before the refinement does not tell which
-# start the refinement ends better from. Two tuning pairs are too few to set it.
+# How far a network may be trusted depends on the network, so a model card may set its own
+# ratio (``refinement.trust_ratio``, :func:`trust_ratio`); this is the value for cards that
+# do not, off (0.0). For lungdeepreg-popi-cpu trusting cost no accuracy on the two real
+# tuning pairs (shares 0.90-0.92, 0.8-2.8 s saved, results/network_trust.md) but on the
+# demo pair (synthetic, share 0.30) gave 0.69 instead of 0.45 mm and saved nothing: as
+# multistart's docstring found, a weak network's start can leave the refinement in a worse
+# basin although it matches better before it.
 TRUST_RATIO = 0.0
 # Network NGF above this multiple of the affine start's: the refinement leaves the network's
 # start out (it is still compared at the end). On the two real tuning pairs, with the
@@ -109,18 +112,29 @@ def best_candidate(candidates: dict[str, NetworkResult],
     return candidates[min(names, key=lambda name: candidates[name].scores[name])]
 
 
-def trusted(candidates: dict[str, NetworkResult], network: NetworkResult) -> bool:
+def trust_ratio(card: dict) -> float:
+    """The share of the affine start's NGF below which ``card``'s network is trusted
+    (``refinement.trust_ratio`` in the card, measured per model on the tuning data with
+    ``Testing/benchmark/tune_network_trust.py``), else ``TRUST_RATIO``."""
+    ratio = card.get("refinement", {}).get("trust_ratio", TRUST_RATIO)
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not ratio >= 0:
+        raise InputError(f"model card {card.get('name')!r}",
+                         f"refinement.trust_ratio must be a number >= 0, found {ratio!r}")
+    return float(ratio)
+
+
+def trusted(candidates: dict[str, NetworkResult], network: NetworkResult,
+            ratio: float = TRUST_RATIO) -> bool:
     """Whether ``network`` (one of ``candidates``) matches so much better than the affine
     start alone that the refinement need not try the affine start as well.
 
     The refinement then runs only the network's short schedule (no coarse levels of the
     affine start): the time a network should save. The affine start stays a candidate of
     the final comparison (:mod:`.multistart`), so a wrong trust costs accuracy, never
-    correctness. ``TRUST_RATIO`` is 0.0 (never) by default; measure another value with
-    ``Testing/benchmark/tune_network_trust.py`` (see the constant's comment for why).
+    correctness. ``ratio`` is the model's (:func:`trust_ratio`); 0.0 never trusts.
     """
     affine = candidates[NO_NETWORK].scores[NO_NETWORK]
-    return network.scores[network.start_name] < TRUST_RATIO * affine
+    return network.scores[network.start_name] < ratio * affine
 
 
 def outmatched(candidates: dict[str, NetworkResult], network: NetworkResult) -> bool:

@@ -46,6 +46,7 @@ from .network import (
     network_candidates,
     network_starts,
     outmatched,
+    trust_ratio,
     trusted,
 )
 from .optimise import sub_progress
@@ -216,7 +217,8 @@ def _deformable(pair: PreparedPair, options: RegistrationOptions, state: Registr
         network = best_candidate(candidates, network_names)
         network_start = Start(network.start_name, network.start, network.field, network.grid,
                               _schedule(options, pair, after_network=True))
-        state.network_start["trusted"] = trusted(candidates, network)
+        state.network_start["trusted"] = trusted(candidates, network,
+                                                 trust_ratio(state.model_card))
         state.network_start["dropped"] = outmatched(candidates, network)
         # a start that is compared at the end but never refined is a baseline
         (baselines if state.network_start["dropped"] else starts).append(network_start)
