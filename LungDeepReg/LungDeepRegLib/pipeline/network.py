@@ -16,7 +16,9 @@ the loss, :func:`match_in_lung`). Network-only registration keeps the best of th
 instance optimisation goes on from the better network result *and* from the affine start,
 and chooses between them after its coarse levels (:mod:`.multistart`): a start's match
 before the refinement did not tell which one the refinement ends better from, unless the
-network's result matches far worse than the affine start (``DROP_RATIO``).
+network's result matches far worse than the affine start (``DROP_RATIO``), or far better for
+a network measured to be trusted there (its card's ``refinement.trust_ratio``,
+:func:`trust_ratio`): then its start alone is refined.
 """
 
 from __future__ import annotations
