@@ -230,6 +230,8 @@ def test_a_card_sets_its_own_trust_ratio_and_a_bad_one_is_named():
     for bad in (-0.1, "0.9", True, float("nan")):
         with pytest.raises(InputError, match="model card 'm'.*trust_ratio"):
             trust_ratio({"name": "m", "refinement": {"trust_ratio": bad}})
+    with pytest.raises(InputError, match="trust_ratio"):
+        trust_ratio({"name": "m", "refinement": 0.85})
 
 
 def test_store_never_unpickles():

@@ -118,7 +118,8 @@ def trust_ratio(card: dict) -> float:
     """The share of the affine start's NGF below which ``card``'s network is trusted
     (``refinement.trust_ratio`` in the card, measured per model on the tuning data with
     ``Testing/benchmark/tune_network_trust.py``), else ``TRUST_RATIO``."""
-    ratio = card.get("refinement", {}).get("trust_ratio", TRUST_RATIO)
+    refinement = card.get("refinement", {})
+    ratio = refinement.get("trust_ratio", TRUST_RATIO) if isinstance(refinement, dict) else None
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not ratio >= 0:
         raise InputError(f"model card {card.get('name')!r}",
                          f"refinement.trust_ratio must be a number >= 0, found {ratio!r}")
