@@ -21,6 +21,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from LungDeepRegLib.pipeline.network import NETWORK_STARTS
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -101,7 +103,7 @@ def _network_start_count(rows: list[dict]) -> str:
     """How often the full pipeline refined from a network's start (issue 15 asks for it)."""
     starts = [row.get("network_start", {}).get("refined_from") for row in rows]
     known = [name for name in starts if name is not None]
-    network = sum(name in ("affine", "identity") for name in known)
+    network = sum(name in NETWORK_STARTS for name in known)
     return (f"The full pipeline refined from the network's start on {network} of {len(known)} "
             "pairs (the others: from the affine start without the network).")
 

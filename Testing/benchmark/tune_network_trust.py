@@ -1,4 +1,5 @@
-"""Choose when the refinement may skip the affine start (``pipeline.network.TRUST_RATIO``).
+"""Choose when the refinement may skip the affine start (a model card's
+``refinement.trust_ratio``, :func:`LungDeepRegLib.pipeline.network.trust_ratio`).
 
 Usage: ``python Testing/benchmark/tune_network_trust.py --model NAME_OR_PATH [--threads 2]
 [--demo-seeds 2024 2025 ...] [--output results/network_trust.md]``
@@ -8,8 +9,9 @@ is registered twice with the model: never trusting the network (both starts refi
 their coarse levels, the better one finished) and always trusting it (the network's start
 alone, the affine start only compared at the end). Printed and written per pair: the
 network's NGF in the lung as a share of the affine start's (what ``TRUST_RATIO`` is
-compared with), TRE mean/p95/max and the run times of both. ``TRUST_RATIO`` is then the
-largest share at which trusting cost no accuracy on these pairs.
+compared with), TRE mean/p95/max and the run times of both. The model's card then gets a
+ratio above the shares at which trusting cost no accuracy on these pairs (the policies
+are set in the card in memory only; nothing is written to it).
 
 ``--demo-seeds`` adds synthetic breathing pairs of the bundled sample (POPI phase 00, the
 tuning CT; seed 2024 is ``lungdeepreg demo``'s own pair), 100 landmarks moved by the known
