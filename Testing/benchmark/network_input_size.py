@@ -6,9 +6,9 @@ Usage: ``python Testing/benchmark/network_input_size.py --model NAME_OR_PATH
 The networks are fully convolutional, so a model trained on 128x112x128 crops also runs on
 smaller ones (coarser voxels over the same lung box), in about the share of the voxels'
 time. Whether a model may replace the default hangs on its time against the default's (the
-rule in README, "Should af7 replace the default?"): this measures what a smaller crop costs
-in accuracy and saves in time. On each declared *tuning* pair it runs ``register`` with
-optimisation alone, with ``--baseline`` (network only and full pipeline), and with
+rule in Testing/benchmark/README.md, "Should af7 replace the default?"): this measures what
+a smaller crop costs in accuracy and saves in time. On each declared *tuning* pair it runs
+``register`` with optimisation alone, with ``--baseline`` (network only and full pipeline), and with
 ``--model`` at each ``--size`` (network only and full pipeline; the size replaces the card's
 ``input.size_xyz`` in memory, nothing is written). Times are the pipeline's own
 (``total_runtime_s`` and its network step), all in this one run. Writes

@@ -57,9 +57,9 @@ from .validate import check_inputs, check_landmarks_inside
 
 # Trained on synthetic breathing of four CTs without its affine part, at 128x112x128 and
 # then (its last round) at the 96x80x96 crops it runs on. Chosen on the POPI tuning pairs by
-# the rule of README ("Should af7 replace the default?"): full pipeline 1.47/1.55 mm against
-# 1.48/1.55 (af7, the previous default) and 1.54/1.56 (optimisation alone), network alone
-# 1.90/1.98 against 2.16/2.15 mm, 1.00x af7's time
+# the rule of Testing/benchmark/README.md ("Should af7 replace the default?"): full pipeline
+# 1.47/1.55 mm against 1.48/1.55 (af7, the previous default) and 1.54/1.56 (optimisation
+# alone), network alone 1.90/1.98 against 2.16/2.15 mm, 1.00x af7's time
 # (Testing/benchmark/results/network_input_size_af10.md).
 DEFAULT_MODEL = "lungdeepreg-allct-af10-cpu"
 Progress = Callable[[float, str], None]
