@@ -27,7 +27,7 @@ import bench_register_large as large
 import numpy as np
 import SimpleITK as sitk
 import torch
-from tune_self_checks import declared_pairs
+from tune_self_checks import tuning_breathing_pairs
 
 from LungDeepRegLib.data.synthetic import pair_seed
 from LungDeepRegLib.pipeline import register as register_module
@@ -47,13 +47,12 @@ def tapered(field: torch.Tensor, crop, target) -> torch.Tensor:
 
 def cases(work: Path) -> list[tuple[str, RegistrationInputs]]:
     found = []
-    for pair in declared_pairs():
-        if pair["role"] == "tuning" and pair["kind"] == "same subject":
-            found.append((pair["id"], RegistrationInputs(
-                fixed=Path(pair["fixed"]), moving=Path(pair["moving"]),
-                fixed_landmarks=Path(pair["fixed_landmarks"]),
-                moving_landmarks=Path(pair["moving_landmarks"]),
-                landmark_format=pair["landmark_format"])))
+    for pair in tuning_breathing_pairs():
+        found.append((pair["id"], RegistrationInputs(
+            fixed=Path(pair["fixed"]), moving=Path(pair["moving"]),
+            fixed_landmarks=Path(pair["fixed_landmarks"]),
+            moving_landmarks=Path(pair["moving_landmarks"]),
+            landmark_format=pair["landmark_format"])))
     for index in (0, 1):
         large.SEED = pair_seed(31337, index)
         files = large.build_pair(work / f"synthetic-{index}")

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tune_self_checks import declared_pairs
+from tune_self_checks import tuning_breathing_pairs
 
 from LungDeepRegLib.data.motion import DEFAULT_ATLAS, atlas_from_fields
 from LungDeepRegLib.io.images import read_image
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_ATLAS)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="motion_atlas_"))
-    pairs = [p for p in declared_pairs() if p["role"] == "tuning" and p["kind"] == "same subject"]
+    pairs = tuning_breathing_pairs()
     fields = []
     for pair in pairs:
         inputs = RegistrationInputs(

@@ -30,7 +30,7 @@ from network_motion_share import (
     table,
 )
 from provenance import header
-from tune_self_checks import declared_pairs
+from tune_self_checks import tuning_breathing_pairs
 
 from LungDeepRegLib.models.store import load_model
 from LungDeepRegLib.spatial import Grid
@@ -59,9 +59,7 @@ def real_rows(model: str, passes: int, threads: int, work: Path) -> list[list[st
     # the only change: the model the pipeline runs
     with adapted_models(lambda network, card: (Cascade(network, passes).eval(), card)):
         rows = []
-        for pair in declared_pairs():
-            if pair["role"] != "tuning" or pair["kind"] != "same subject":
-                continue
+        for pair in tuning_breathing_pairs():
             started = time.perf_counter()
             _, _, metrics = registered(pair, work / f"{pair['id']}-{passes}", threads, model, 0)
             rows.append([pair["id"], str(passes),

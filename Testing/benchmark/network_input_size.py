@@ -7,10 +7,10 @@ The networks are fully convolutional, so a model trained on 128x112x128 crops al
 smaller ones (coarser voxels over the same lung box), in about the share of the voxels'
 time. Whether a model may replace the default hangs on its time against the default's (the
 rule in Testing/benchmark/README.md, "Should af7 replace the default?"): this measures what
-a smaller crop costs in accuracy and saves in time. On each declared *tuning* pair it runs
-``register`` with optimisation alone, with ``--baseline`` (network only and full pipeline), and with
-``--model`` at each ``--size`` (network only and full pipeline; the size replaces the card's
-``input.size_xyz`` in memory, nothing is written). Times are the pipeline's own
+a smaller crop costs in accuracy and saves in time. On each declared *tuning* pair it
+runs ``register`` with optimisation alone, with ``--baseline`` (network only and full
+pipeline), and with ``--model`` at each ``--size`` (network only and full pipeline; the size
+replaces the card's ``input.size_xyz`` in memory, nothing is written). Times are the pipeline's own
 (``total_runtime_s`` and its network step), all in this one run. Writes
 ``results/network_input_size.md`` with this command.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from network_motion_share import RESULTS, adapted_models, registered, table
 from provenance import header
-from tune_self_checks import declared_pairs
+from tune_self_checks import tuning_breathing_pairs
 
 
 def run(pair: dict, work: Path, threads: int, model: str, iterations: int | None,
@@ -72,8 +72,7 @@ def main() -> int:
         label = f"{Path(args.model).stem} at {'x'.join(map(str, size)) if size else 'trained'}"
         variants += [(label, args.model, size, 0), (label, args.model, size, None)]
     work = Path(tempfile.mkdtemp(prefix="network_input_size_"))
-    rows = [row for pair in declared_pairs()
-            if pair["role"] == "tuning" and pair["kind"] == "same subject"
+    rows = [row for pair in tuning_breathing_pairs()
             for row in rows_for(pair, work, args.threads, variants)]
     lines = ["# A network at a smaller crop than it was trained at (tuning pairs)", "",
              f"{made['date']}, {made['machine']}", "", f"Command: `{made['command']}`", "",

@@ -30,7 +30,7 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 from provenance import header
-from tune_self_checks import declared_pairs
+from tune_self_checks import tuning_breathing_pairs
 
 import LungDeepRegLib.pipeline.register as register_module
 from LungDeepRegLib.models.store import load_model
@@ -90,8 +90,7 @@ def registered(pair: dict, out: Path, threads: int, model: str,
 
 def real_rows(models: list[str], threads: int, work: Path) -> list[list[str]]:
     rows = []
-    pairs = [p for p in declared_pairs() if p["role"] == "tuning" and p["kind"] == "same subject"]
-    for pair in pairs:
+    for pair in tuning_breathing_pairs():
         affine, lungs, affine_metrics = registered(pair, work / pair["id"] / "affine", threads,
                                                    "none", 0)
         optimised, _, opt_metrics = registered(pair, work / pair["id"] / "opt", threads,

@@ -24,7 +24,7 @@ import torch
 from network_motion_share import RESULTS, adapted_models, registered, table
 from provenance import header
 from torch import nn
-from tune_self_checks import declared_pairs
+from tune_self_checks import tuning_breathing_pairs
 
 from LungDeepRegLib.models.store import load_model
 from LungDeepRegLib.spatial import Grid
@@ -97,13 +97,11 @@ def main() -> int:
     made = header(__file__, args.threads)
     work = Path(tempfile.mkdtemp(prefix="network_test_time_"))
     rows = []
-    for pair in declared_pairs():
-        if pair["role"] != "tuning" or pair["kind"] != "same subject":
-            continue
+    for pair in tuning_breathing_pairs():
         for label, adapt in variants(args.second).items():
+            folder = work / pair["id"] / "".join(c if c.isalnum() else "_" for c in label)
             with adapted_models(adapt):
-                metrics = registered(pair, work / pair["id"] / str(len(rows)), args.threads,
-                                     args.model, 0)[2]
+                metrics = registered(pair, folder, args.threads, args.model, 0)[2]
             seconds = metrics["run"]["runtime_s"]
             rows.append([pair["id"], label, f"{metrics['landmarks']['after']['mean']:.3f}",
                          f"{seconds.get('network', 0.0):.2f}",

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from tune_self_checks import declared_pairs
+from tune_self_checks import tuning_breathing_pairs
 
 from LungDeepRegLib.pipeline import network
 from LungDeepRegLib.pipeline import register as register_module
@@ -83,7 +83,7 @@ def main() -> int:
     args = parser.parse_args()
     network.DROP_RATIO = float("inf")  # keep both starts: see which one wins
     work = Path(tempfile.mkdtemp(prefix="network_drop_"))
-    pairs = [p for p in declared_pairs() if p["role"] == "tuning" and p["kind"] == "same subject"]
+    pairs = tuning_breathing_pairs()
     lines = ["# When to leave out the network's start (tuning pairs only)", "",
              f"Command: `{shlex.join(['python', *sys.argv])}`", "",
              "| pair | network output x | network NGF / affine NGF | NGF after coarse levels "

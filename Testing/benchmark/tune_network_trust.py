@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 from network_motion_share import adapted_models
-from tune_self_checks import declared_pairs
+from tune_self_checks import tuning_breathing_pairs
 
 from LungDeepRegLib.pipeline import network
 from LungDeepRegLib.pipeline.demo import build_demo_pair
@@ -47,7 +47,7 @@ def tuning_cases(demo_seeds: list[int], work: Path) -> list[tuple[str, Registrat
         fixed_landmarks=Path(pair["fixed_landmarks"]),
         moving_landmarks=Path(pair["moving_landmarks"]),
         landmark_format=pair["landmark_format"]))
-        for pair in declared_pairs() if pair["role"] == "tuning" and pair["kind"] == "same subject"]
+        for pair in tuning_breathing_pairs()]
     return cases + [(f"demo sample, seed {seed}", build_demo_pair(work / f"demo-{seed}", seed))
                     for seed in demo_seeds]
 

@@ -59,6 +59,13 @@ def declared_pairs() -> list[dict]:
     return pairs
 
 
+def tuning_breathing_pairs() -> list[dict]:
+    """The declared real *tuning* breathing pairs (POPI 00->50, 00->60): the only real pairs
+    on which a weight, schedule, threshold or model may be chosen."""
+    return [pair for pair in declared_pairs()
+            if pair["role"] == "tuning" and pair["kind"] == "same subject"]
+
+
 def measure(pair: dict, work: Path, threads: int) -> dict:
     inputs = RegistrationInputs(
         fixed=Path(pair["fixed"]), moving=Path(pair["moving"]),
